@@ -1,0 +1,38 @@
+# tokenspeech: `make demo` and `make test` work on a fresh machine with Python, apt and pip.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages: espeak-ng (g2p, voices), sox/ffmpeg (audio I/O), opus-tools/codec2 (codec peers),
+# flite (held-out voices), fortunes/wordnet-base (corpus text).
+SYSTEM_PACKAGES := espeak-ng libespeak-ng1 sox ffmpeg flac opus-tools codec2 flite fortunes fortunes-min wordnet-base
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install system-deps clean-venv
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[teacher,eval,dev]"
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/tokenspeech g2p "Dr. Smith paid \$$3.50 on May 1st, 1990."
+	$(VENV)/bin/tokenspeech data build --out .demo/corpus --hours 0.01 --heldout 2 --no-progress
+	$(VENV)/bin/tokenspeech data stats .demo/corpus
+
+clean-venv:
+	rm -rf $(VENV)

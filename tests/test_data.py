@@ -1,0 +1,139 @@
+"""Corpus builder: sentence filtering, deterministic planning, splits, resumable synthesis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tokenspeech.data.build import BuildOptions, load_or_make_plan, synthesize_plan, write_manifests
+from tokenspeech.data.corpus import estimated_seconds, plan_corpus, speakable_form, split_of, unique_speakable
+from tokenspeech.data.sources import FortunesSource, SourceSentence, WordnetSource, split_sentences
+from tokenspeech.errors import ConfigError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
+
+
+def sentences(n: int) -> list[tuple[SourceSentence, str]]:
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    raw = [SourceSentence(f"The {words[i % 12]} met {i} {words[(i * 7) % 12]}s today.", "test", "CC0")
+           for i in range(n)]
+    return unique_speakable(raw)
+
+
+def test_split_sentences_respects_abbreviations() -> None:
+    text = 'Mr. Smith came home. He said "hello!" Then he left? Yes.'
+    assert split_sentences(text) == ["Mr. Smith came home.", 'He said "hello!"', "Then he left?", "Yes."]
+
+
+@pytest.mark.parametrize(
+    "raw, spoken",
+    [
+        ("He paid $5 for 2 apples.", "He paid five dollars for two apples."),
+        ('"Quoted speech," she said', "Quoted speech, she said."),
+        ("Too short.", None),
+        ("THIS IS ALL SHOUTING HERE.", None),
+        ("See http://example.com now please.", None),
+        ("A list: (a) one; [b] two.", None),
+        ("word " * 40, None),
+    ],
+)
+def test_speakable_form(raw: str, spoken: str | None) -> None:
+    assert speakable_form(raw) == spoken
+
+
+def test_unique_speakable_drops_duplicate_transcripts() -> None:
+    raw = [SourceSentence(t, "s", "l") for t in ("It is three cats.", "It is 3 cats!", "It is three dogs.")]
+    assert [s for _, s in unique_speakable(raw)] == ["It is three cats.", "It is three dogs."]
+
+
+def test_plan_is_deterministic_and_meets_hours() -> None:
+    pool = sentences(3000)
+    hours = {"joe": 0.1, "espeak-variety": 0.05}
+    first, second = plan_corpus(pool, hours, seed=3), plan_corpus(pool, hours, seed=3)
+    assert first == second
+    assert first != plan_corpus(pool, hours, seed=4)
+    assert {u.voice for u in first if u.engine == "piper"} == {"joe"}
+    variety = [u for u in first if u.engine == "espeak"]
+    assert len({u.voice for u in variety}) > 5 and len({u.rate for u in variety}) > 5
+    for family, target in hours.items():
+        seconds = sum(estimated_seconds(u.spoken, u.rate) for u in first if (u.voice == "joe") == (family == "joe"))
+        assert target * 3600 <= seconds < target * 3600 + 20
+
+
+def test_no_sentence_in_two_splits() -> None:
+    plan = plan_corpus(sentences(3000), {"joe": 0.2, "espeak-us": 0.1}, seed=0, dev_fraction=0.1,
+                       test_fraction=0.1)
+    split_by_text: dict[str, set[str]] = {}
+    for u in plan:
+        split_by_text.setdefault(u.transcript, set()).add(u.split)
+    assert all(len(s) == 1 for s in split_by_text.values())
+    assert {u.split for u in plan} == {"train", "dev", "test"}
+    assert split_of("some text", 0) == split_of("some text", 0)
+
+
+def test_unknown_voice_family_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown voice families"):
+        BuildOptions(out=tmp_path, hours=(("nobody", 1.0),))
+
+
+def test_debian_sources_yield_sentences() -> None:
+    if not Path("/usr/share/games/fortunes/fortunes").exists():
+        pytest.skip("Debian fortunes not installed (make install-deps installs it)")
+    assert sum(1 for _ in FortunesSource().texts()) > 1000
+    assert sum(1 for _ in WordnetSource().texts()) > 10000
+
+
+def test_build_is_resumable(tmp_path: Path) -> None:
+    """Synthesise, lose some recordings as a kill would, resume: nothing lost, nothing twice."""
+    from tokenspeech.data.corpus import plan_heldout
+
+    plan = plan_corpus(sentences(200), {"espeak-us": 0.004, "espeak-variety": 0.004}, seed=1,
+                       dev_fraction=0.2, test_fraction=0.2)
+    plan += plan_heldout(plan, 2, seed=1)
+    done = synthesize_plan(plan, tmp_path, workers=2, progress=False)
+    assert len(done) == len(plan)
+    lost = plan[0]
+    (tmp_path / done[lost.id]["path"]).unlink()
+    lines = (tmp_path / "done.jsonl").read_text().splitlines()
+    (tmp_path / "done.jsonl").write_text("\n".join(lines[:-1]) + '\n{"id": "cut-in-the-mid')
+    done = synthesize_plan(plan, tmp_path, workers=1, progress=False)
+    stats = write_manifests(plan, done, tmp_path)
+    assert stats["finished"] == stats["planned"] == len(plan)
+    rows = [json.loads(l) for s in ("train", "dev", "test", "heldout") for l in (tmp_path / f"{s}.jsonl").open()]
+    assert sorted(r["id"] for r in rows) == sorted(u.id for u in plan)
+    for row in rows:
+        info = sf.info(str(tmp_path / row["path"]))
+        assert info.samplerate == 16000 and abs(info.duration - row["duration"]) < 0.01
+        assert row["phonemes"] and row["transcript"] == row["transcript"].lower()
+
+
+def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plan.jsonl").write_text(json.dumps({"seed": 5, "hours": [["joe", 1.0]]}) + "\n")
+    with pytest.raises(ValueError, match="was planned with"):
+        load_or_make_plan(BuildOptions(out=tmp_path, hours=(("joe", 2.0),), seed=5))
+
+
+def test_fixture_corpus_is_consistent() -> None:
+    rows = [json.loads(l) for s in ("train", "dev", "test", "heldout") for l in (FIXTURE / f"{s}.jsonl").open()]
+    assert len(rows) >= 10
+    assert {r["voice"] for r in rows} >= {"joe", "espeak-us"}
+    for row in rows:
+        assert (FIXTURE / row["path"]).exists()
+
+
+def test_cli_build_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tokenspeech.cli import main
+
+    assert main(["data", "stats", str(FIXTURE)]) == 0
+    assert '"hours_total"' in capsys.readouterr().out
+    assert main(["data", "stats", str(tmp_path)]) == 2
+    assert "build the corpus first" in capsys.readouterr().err
+    assert main(["data", "build", "--out", str(tmp_path), "--voices", "joe=abc"]) == 2
+    assert "FAMILY=HOURS" in capsys.readouterr().err
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)

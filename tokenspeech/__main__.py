@@ -1,0 +1,5 @@
+import sys
+
+from tokenspeech.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Audio codec tokenizers: waveforms <-> discrete tokens ``[B, K, F]``."""

@@ -1,0 +1,1 @@
+"""Corpus builder: text sources, teacher and espeak-ng synthesis, splits, manifests."""

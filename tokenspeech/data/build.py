@@ -1,0 +1,228 @@
+"""Synthesise a planned corpus: parallel, resumable, with a progress bar.
+
+Layout of a corpus folder::
+
+    DIR/plan.jsonl          every planned utterance (written once, reused on resume)
+    DIR/done.jsonl          one line per finished recording, appended as they finish
+    DIR/audio/VOICE/XX/ID.flac
+    DIR/{train,dev,test,heldout}.jsonl   manifests, written when all is done
+    DIR/stats.json          hours per voice and split, counts, vocabulary size
+
+An interrupted build is resumed by running the same command again: finished
+recordings (in ``done.jsonl`` with their file present) are skipped. Each
+worker process keeps its own synthesizers and runs single-threaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from tokenspeech.data.corpus import Utterance, plan_corpus, plan_heldout, unique_speakable
+from tokenspeech.data.sources import default_sources, iter_sentences
+from tokenspeech.data.voices import HELDOUT_VOICES, VOICE_FAMILIES, VoiceSpec, make_synthesizer
+
+LOG = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+MANIFEST_SPLITS = ("train", "dev", "test", "heldout")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build: hours per voice family, held-out size, seed, workers."""
+
+    out: Path
+    hours: tuple[tuple[str, float], ...] = (("joe", 21.0), ("espeak-us", 3.0), ("espeak-gb-f", 3.0),
+                                            ("espeak-variety", 5.0))
+    heldout: int = 150
+    dev_fraction: float = 0.02
+    test_fraction: float = 0.02
+    seed: int = 0
+    workers: int = 2
+    text_cache: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not (0 <= self.dev_fraction and 0 <= self.test_fraction and self.dev_fraction + self.test_fraction < 1):
+            raise ValueError("dev and test fractions must be >= 0 and add up to less than 1")
+        if any(h < 0 for _, h in self.hours):
+            raise ValueError("hours must not be negative")
+        unknown = {name for name, _ in self.hours} - set(VOICE_FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown voice families {sorted(unknown)}; choose from {sorted(VOICE_FAMILIES)}")
+
+
+def _specs() -> dict[str, VoiceSpec]:
+    specs = {s.name: s for family in VOICE_FAMILIES.values() for s in family}
+    specs.update({s.name: s for s in HELDOUT_VOICES})
+    return specs
+
+
+def audio_relpath(utterance: Utterance) -> str:
+    voice_dir = utterance.voice.replace(":", "_").replace("+", "_")
+    return f"audio/{voice_dir}/{utterance.id[:2]}/{utterance.id}.flac"
+
+
+# -- worker side ----------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _WORKER.clear()
+
+
+def _synthesize_one(args: tuple[dict, str]) -> dict:
+    """Record one utterance; returns its manifest row, or ``{"id", "error"}``."""
+    from tokenspeech.audio import normalize_loudness, resample, save_audio, trim_silence
+    from tokenspeech.text.g2p import EspeakPhonemizer
+
+    row, out_dir = args
+    utterance = Utterance(**row)
+    try:
+        synth = _WORKER.get(utterance.voice)
+        if synth is None:
+            synth = _WORKER[utterance.voice] = make_synthesizer(_specs()[utterance.voice])
+        wav, rate = synth.synthesize(utterance.spoken, utterance.rate, utterance.pitch)
+        wav = resample(trim_silence(wav, rate), rate, SAMPLE_RATE)
+        wav = normalize_loudness(wav, -23.0)
+        relpath = audio_relpath(utterance)
+        save_audio(Path(out_dir) / relpath, wav, SAMPLE_RATE)
+        phonemes = EspeakPhonemizer("en-us").phonemize(utterance.spoken)
+    except Exception as error:  # one bad sentence must not stop the build
+        return {"id": utterance.id, "error": f"{type(error).__name__}: {error}"}
+    result = utterance.to_json()
+    result.update(path=relpath, duration=round(len(wav) / SAMPLE_RATE, 3), sample_rate=SAMPLE_RATE,
+                  phonemes=phonemes)
+    return result
+
+
+# -- main side ------------------------------------------------------------
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill: redo that recording
+                    continue
+    return rows
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# Options that shape a plan, with the defaults of plans saved before they existed.
+_PLAN_META_DEFAULTS = {"seed": 0, "hours": None, "heldout": 150, "dev_fraction": 0.02, "test_fraction": 0.02}
+
+
+def _plan_meta(options: BuildOptions) -> dict:
+    return {"seed": options.seed, "hours": [list(h) for h in options.hours], "heldout": options.heldout,
+            "dev_fraction": options.dev_fraction, "test_fraction": options.test_fraction}
+
+
+def load_or_make_plan(options: BuildOptions) -> list[Utterance]:
+    """The saved plan of ``options.out``, or a new one from the text sources."""
+    plan_path = options.out / "plan.jsonl"
+    saved = _read_jsonl(plan_path)
+    if saved:
+        meta = saved[0]
+        wanted = _plan_meta(options)
+        if any(meta.get(key, default) != wanted[key] for key, default in _PLAN_META_DEFAULTS.items()):
+            planned = {key: meta.get(key, default) for key, default in _PLAN_META_DEFAULTS.items()}
+            raise ValueError(f"{options.out} was planned with {planned}; "
+                             "use the same options to resume, or a new --out folder")
+        return [Utterance(**row) for row in saved[1:]]
+    cache = options.text_cache or options.out / "text-sources"
+    LOG.info("reading text sources and normalising sentences")
+    sentences = unique_speakable(iter_sentences(default_sources(cache)))
+    LOG.info("%d speakable unique sentences", len(sentences))
+    plan = plan_corpus(sentences, dict(options.hours), options.seed, options.dev_fraction, options.test_fraction)
+    plan += plan_heldout(plan, options.heldout, options.seed)
+    options.out.mkdir(parents=True, exist_ok=True)
+    meta = dict(_plan_meta(options), sentences_available=len(sentences))
+    _write_jsonl(plan_path, [meta] + [u.to_json() for u in plan])
+    return plan
+
+
+def synthesize_plan(plan: list[Utterance], out: Path, workers: int, progress: bool = True) -> dict[str, dict]:
+    """Record every utterance not yet done; returns all finished rows by id."""
+    from tqdm import tqdm
+
+    done_path = out / "done.jsonl"
+    done = {r["id"]: r for r in _read_jsonl(done_path) if "error" not in r and (out / r["path"]).exists()}
+    todo = [u for u in plan if u.id not in done]
+    LOG.info("%d recordings done, %d to go", len(done), len(todo))
+    if not todo:
+        return done
+    failures = 0
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_worker_init) as pool, done_path.open("a", encoding="utf-8") as log:
+        results = pool.imap_unordered(_synthesize_one, [(u.to_json(), str(out)) for u in todo], chunksize=4)
+        for row in tqdm(results, total=len(todo), disable=not progress, unit="utt", desc="synthesising"):
+            if "error" in row:
+                failures += 1
+                LOG.warning("%s failed: %s", row["id"], row["error"])
+                continue
+            log.write(json.dumps(row, ensure_ascii=False) + "\n")
+            log.flush()
+            done[row["id"]] = row
+    if failures:
+        LOG.warning("%d recordings failed; run the build again to retry them", failures)
+    return done
+
+
+def corpus_stats(rows: list[dict]) -> dict:
+    """Hours per voice and split, sentence counts, phoneme and word vocabulary sizes."""
+    hours: dict[str, dict[str, float]] = {}
+    sentences: dict[str, int] = {}
+    phonemes: set[str] = set()
+    words: set[str] = set()
+    for row in rows:
+        by_split = hours.setdefault(row["voice"], {})
+        by_split[row["split"]] = by_split.get(row["split"], 0.0) + row["duration"] / 3600
+        sentences[row["split"]] = sentences.get(row["split"], 0) + 1
+        phonemes.update(row["phonemes"])
+        words.update(row["transcript"].split())
+    return {
+        "hours_by_voice": {v: {s: round(h, 3) for s, h in sorted(d.items())} for v, d in sorted(hours.items())},
+        "hours_total": round(sum(sum(d.values()) for d in hours.values()), 3),
+        "utterances_by_split": dict(sorted(sentences.items())),
+        "phoneme_symbols": len(phonemes),
+        "word_types": len(words),
+    }
+
+
+def write_manifests(plan: list[Utterance], done: dict[str, dict], out: Path) -> dict:
+    """Write one manifest per split (in plan order) and ``stats.json``; returns the stats."""
+    rows = [done[u.id] for u in plan if u.id in done]
+    for split in MANIFEST_SPLITS:
+        _write_jsonl(out / f"{split}.jsonl", (r for r in rows if r["split"] == split))
+    stats = corpus_stats(rows)
+    stats["planned"] = len(plan)
+    stats["finished"] = len(rows)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    return stats
+
+
+def build_corpus(options: BuildOptions) -> dict:
+    """Plan (or reload the plan), synthesise what is missing, write manifests."""
+    plan = load_or_make_plan(options)
+    done = synthesize_plan(plan, options.out, options.workers, options.progress)
+    return write_manifests(plan, done, options.out)

@@ -1,0 +1,88 @@
+"""Build the synthetic speech corpus every tokenspeech model trains on.
+
+Sentences come from real English text shipped by Debian and npm (fortunes,
+WordNet usage examples, State of the Union addresses, Moby-Dick), are
+normalised to their spoken form, split train/dev/test by text, and spoken by
+the piper teacher voice (joe) and many espeak-ng voices. Audio is 16 kHz FLAC;
+manifests are JSON Lines.
+
+examples:
+  tokenspeech data build --out corpus                  # the full corpus (~32 h, about an hour on 2 cores)
+  tokenspeech data build --out tiny --hours 0.05       # a few minutes of speech, same voice mix
+  tokenspeech data build --out corpus --voices joe=21 espeak-variety=8
+  tokenspeech data stats corpus                        # hours per voice and split
+
+Run the same build command again to resume an interrupted build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_VOICES = ("joe=21", "espeak-us=3", "espeak-gb-f=3", "espeak-variety=5")
+
+
+def _voice_hours(entries: list[str], total: float | None) -> tuple[tuple[str, float], ...]:
+    from tokenspeech.errors import ConfigError
+
+    hours = []
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        try:
+            hours.append((name, float(value)))
+        except ValueError:
+            raise ConfigError(f"--voices takes FAMILY=HOURS, got {entry!r}") from None
+    if total is not None:
+        scale = total / sum(h for _, h in hours)
+        hours = [(n, round(h * scale, 4)) for n, h in hours]
+    return tuple(hours)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from tokenspeech.data.build import BuildOptions, build_corpus
+    from tokenspeech.errors import ConfigError
+
+    try:
+        options = BuildOptions(out=args.out, hours=_voice_hours(args.voices, args.hours), heldout=args.heldout,
+                               dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, text_cache=args.text_cache,
+                               progress=not args.no_progress)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    stats = build_corpus(options)
+    print(json.dumps(stats, indent=2))
+    return 0 if stats["finished"] == stats["planned"] else 1
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from tokenspeech.errors import ConfigError
+
+    path = args.corpus / "stats.json"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: build the corpus first (tokenspeech data build --out {args.corpus})")
+    print(path.read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="plan and synthesise a corpus (resumable)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    build.add_argument("--out", type=Path, required=True, help="corpus folder (created; reused to resume)")
+    build.add_argument("--hours", type=float, default=None,
+                       help="total hours; scales the --voices hours proportionally")
+    build.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES), metavar="FAMILY=HOURS",
+                       help="hours per voice family (joe, espeak-us, espeak-gb-f, espeak-variety)")
+    build.add_argument("--heldout", type=int, default=150,
+                       help="test sentences re-spoken by held-out voices (flite, unseen espeak variants)")
+    build.add_argument("--dev-fraction", type=float, default=0.02, help="share of sentences in the dev split")
+    build.add_argument("--test-fraction", type=float, default=0.02, help="share of sentences in the test split")
+    build.add_argument("--seed", type=int, default=0, help="seed of sentence choice, splits and voices")
+    build.add_argument("--workers", type=int, default=2, help="parallel synthesis processes")
+    build.add_argument("--text-cache", type=Path, default=None, help="where npm text packages are unpacked")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(run=_run_build)
+    stats = sub.add_parser("stats", help="print a built corpus's statistics")
+    stats.add_argument("corpus", type=Path)
+    stats.set_defaults(run=_run_stats)
