@@ -1,0 +1,1 @@
+"""Speech recognition: audio -> features -> tokens -> text with word timestamps."""

@@ -1,0 +1,6 @@
+"""Decoding strategies over a narrow model interface, NumPy only (no torch import).
+
+The same strategy runs on PyTorch modules and on ONNX Runtime sessions: each
+backend adapts its model to the protocols in ``base.py`` and hands the
+strategy NumPy logits. Model state is opaque to the strategies.
+"""

@@ -1,0 +1,205 @@
+"""Transformer layers shared by every token model, with an explicit KV cache.
+
+Axes: B batch, S sequence (new positions), P past positions, D model dim,
+H heads, Dh head dim.
+
+The cache is a plain pair of tensors per layer, ``[B, H, P, Dh]``, passed in
+and returned (the "past / present" pattern): that is exactly what an ONNX
+step graph takes as inputs and outputs, so export needs no wrapper logic.
+Positions are rotary (RoPE), offset by the cache length, so a step at
+position ``P`` sees the same rotation as position ``P`` of a full pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Dimensions of a transformer stack."""
+
+    dim: int = 256
+    heads: int = 4
+    layers: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.1
+    cross_attention: bool = False
+    causal: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+        if (self.dim // self.heads) % 2:
+            raise ValueError("the head dimension must be even for rotary positions")
+
+
+@dataclass
+class LayerCache:
+    """Self-attention keys and values of the past positions of one layer, ``[B, H, P, Dh]``."""
+
+    key: Tensor
+    value: Tensor
+
+    @property
+    def length(self) -> int:
+        return self.key.shape[2]
+
+
+def empty_cache(config: TransformerConfig, batch: int, device: torch.device | None = None,
+                dtype: torch.dtype = torch.float32) -> list[LayerCache]:
+    """A cache with no past positions for every layer."""
+    shape = (batch, config.heads, 0, config.dim // config.heads)
+    return [LayerCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+            for _ in range(config.layers)]
+
+
+def rotary(x: Tensor, offset: int | Tensor) -> Tensor:
+    """Rotate pairs of channels of ``x [B, H, S, Dh]`` by position ``offset + s``."""
+    _, _, length, head_dim = x.shape
+    half = head_dim // 2
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, half, device=x.device, dtype=torch.float32) / half))
+    positions = torch.arange(length, device=x.device, dtype=torch.float32) + offset
+    angles = positions[:, None] * inv_freq[None, :]  # [S, half]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.dim, 3 * config.dim)
+        self.out = nn.Linear(config.dim, config.dim)
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None) -> tuple[Tensor, LayerCache]:
+        """``x [B, S, D]``; ``mask [B or 1, 1, S, P+S]`` bool (True = may attend) or None."""
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        offset = 0 if cache is None else cache.key.shape[2]
+        q, k = rotary(q, offset), rotary(k, offset)
+        if cache is not None:
+            k = torch.cat([cache.key, k], dim=2)
+            v = torch.cat([cache.value, v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(batch, length, dim)
+        return self.out(y), LayerCache(k, v)
+
+
+class CrossAttention(nn.Module):
+    """Attention from the sequence to a memory (e.g. encoder output), no positions."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.q = nn.Linear(config.dim, config.dim)
+        self.kv = nn.Linear(config.dim, 2 * config.dim)
+        self.out = nn.Linear(config.dim, config.dim)
+        self.dropout = config.dropout
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """``memory [B, M, D]`` -> keys and values ``[B, H, M, Dh]``; computed once per utterance."""
+        batch, length, dim = memory.shape
+        k, v = self.kv(memory).view(batch, length, 2, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None) -> Tensor:
+        batch, length, dim = x.shape
+        q = self.q(x).view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, memory_kv[0], memory_kv[1], attn_mask=memory_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention, feed-forward."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.dim)
+        self.attention = SelfAttention(config)
+        self.cross = CrossAttention(config) if config.cross_attention else None
+        self.norm_cross = nn.LayerNorm(config.dim) if config.cross_attention else None
+        self.norm2 = nn.LayerNorm(config.dim)
+        self.ff = nn.Sequential(nn.Linear(config.dim, config.ff_mult * config.dim), nn.GELU(),
+                                nn.Dropout(config.dropout), nn.Linear(config.ff_mult * config.dim, config.dim))
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None = None,
+                memory_kv: tuple[Tensor, Tensor] | None = None,
+                memory_mask: Tensor | None = None) -> tuple[Tensor, LayerCache]:
+        attended, new_cache = self.attention(self.norm1(x), mask, cache)
+        x = x + self.drop(attended)
+        if self.cross is not None and memory_kv is not None:
+            x = x + self.drop(self.cross(self.norm_cross(x), memory_kv, memory_mask))
+        x = x + self.drop(self.ff(self.norm2(x)))
+        return x, new_cache
+
+
+def attention_mask(lengths: Tensor | None, length: int, causal: bool, past: int = 0) -> Tensor | None:
+    """Bool mask ``[B or 1, 1, S, P+S]``: True where a query may attend.
+
+    ``lengths [B]`` marks padding (keys at or past a sequence's length are
+    hidden); ``causal`` hides future keys. Returns None when nothing is hidden.
+    """
+    total = past + length
+    mask = None
+    if causal:
+        query = torch.arange(length, device=lengths.device if lengths is not None else None)[:, None] + past
+        mask = (torch.arange(total, device=query.device)[None, :] <= query)[None, None]
+    if lengths is not None:
+        keys = torch.arange(total, device=lengths.device)[None, :] < (lengths[:, None] + past)
+        keys = keys[:, None, None, :]
+        mask = keys if mask is None else mask & keys
+    return mask
+
+
+class Transformer(nn.Module):
+    """A stack of blocks and a final norm. ``forward`` for training, ``step`` for cached inference."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def memory_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Cross-attention keys/values of ``memory [B, M, D]`` for every layer."""
+        if not self.config.cross_attention:
+            raise RuntimeError("this transformer has no cross-attention")
+        return [block.cross.memory_kv(memory) for block in self.blocks]
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, memory: Tensor | None = None,
+                memory_lengths: Tensor | None = None) -> Tensor:
+        """``x [B, S, D]`` -> ``[B, S, D]`` over whole sequences (training, offline inference)."""
+        mask = attention_mask(lengths, x.shape[1], self.config.causal)
+        memory_kv = self.memory_kv(memory) if memory is not None else [None] * len(self.blocks)
+        memory_mask = None if memory_lengths is None or memory is None else \
+            attention_mask(memory_lengths, memory.shape[1], causal=False)[:, :, :1, :]
+        for block, kv in zip(self.blocks, memory_kv):
+            x, _ = block(x, mask, None, kv, memory_mask)
+        return self.norm(x)
+
+    def step(self, x: Tensor, cache: list[LayerCache], memory_kv: list[tuple[Tensor, Tensor]] | None = None,
+             memory_mask: Tensor | None = None) -> tuple[Tensor, list[LayerCache]]:
+        """Process new positions ``x [B, S, D]`` after the cached ones; returns output and new cache.
+
+        With ``causal`` the new positions attend to the past and causally to
+        each other; otherwise (a bidirectional stack used blockwise) they see
+        the whole past and all of the new block.
+        """
+        past = cache[0].length
+        mask = attention_mask(None, x.shape[1], self.config.causal, past) if x.shape[1] > 1 else None
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            kv = memory_kv[i] if memory_kv is not None else None
+            x, layer_cache = block(x, mask, cache[i], kv, memory_mask)
+            new_cache.append(layer_cache)
+        return self.norm(x), new_cache
