@@ -129,6 +129,9 @@ def test_cli_build_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
     assert main(["data", "stats", str(FIXTURE)]) == 0
     assert '"hours_total"' in capsys.readouterr().out
+    assert main(["data", "card", str(FIXTURE)]) == 0
+    card = capsys.readouterr().out
+    assert "| joe | teacher" in card and "| sotu | public domain" in card
     assert main(["data", "stats", str(tmp_path)]) == 2
     assert "build the corpus first" in capsys.readouterr().err
     assert main(["data", "build", "--out", str(tmp_path), "--voices", "joe=abc"]) == 2

@@ -189,21 +189,29 @@ def synthesize_plan(plan: list[Utterance], out: Path, workers: int, progress: bo
 
 
 def corpus_stats(rows: list[dict]) -> dict:
-    """Hours per voice and split, sentence counts, phoneme and word vocabulary sizes."""
+    """Hours per voice and split, sentences per split, sources with licences, vocabulary sizes."""
     hours: dict[str, dict[str, float]] = {}
-    sentences: dict[str, int] = {}
+    utterances: dict[str, int] = {}
+    sentences: dict[str, set[str]] = {}
+    sources: dict[str, dict] = {}
     phonemes: set[str] = set()
     words: set[str] = set()
     for row in rows:
         by_split = hours.setdefault(row["voice"], {})
         by_split[row["split"]] = by_split.get(row["split"], 0.0) + row["duration"] / 3600
-        sentences[row["split"]] = sentences.get(row["split"], 0) + 1
+        utterances[row["split"]] = utterances.get(row["split"], 0) + 1
+        sentences.setdefault(row["split"], set()).add(row["transcript"])
+        source = sources.setdefault(row["source"], {"licence": row["licence"], "utterances": 0, "hours": 0.0})
+        source["utterances"] += 1
+        source["hours"] += row["duration"] / 3600
         phonemes.update(row["phonemes"])
         words.update(row["transcript"].split())
     return {
         "hours_by_voice": {v: {s: round(h, 3) for s, h in sorted(d.items())} for v, d in sorted(hours.items())},
         "hours_total": round(sum(sum(d.values()) for d in hours.values()), 3),
-        "utterances_by_split": dict(sorted(sentences.items())),
+        "utterances_by_split": dict(sorted(utterances.items())),
+        "sentences_by_split": {s: len(t) for s, t in sorted(sentences.items())},
+        "sources": {name: dict(info, hours=round(info["hours"], 3)) for name, info in sorted(sources.items())},
         "phoneme_symbols": len(phonemes),
         "word_types": len(words),
     }

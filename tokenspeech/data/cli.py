@@ -10,7 +10,8 @@ examples:
   tokenspeech data build --out corpus                  # the full corpus (~32 h, about an hour on 2 cores)
   tokenspeech data build --out tiny --hours 0.05       # a few minutes of speech, same voice mix
   tokenspeech data build --out corpus --voices joe=21 espeak-variety=8
-  tokenspeech data stats corpus                        # hours per voice and split
+  tokenspeech data stats corpus                        # hours per voice and split (JSON)
+  tokenspeech data card corpus                         # the same as Markdown tables
 
 Run the same build command again to resume an interrupted build.
 """
@@ -65,6 +66,17 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_card(args: argparse.Namespace) -> int:
+    from tokenspeech.data.card import render_tables
+    from tokenspeech.errors import ConfigError
+
+    path = args.corpus / "stats.json"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: build the corpus first (tokenspeech data build --out {args.corpus})")
+    print(render_tables(json.loads(path.read_text(encoding="utf-8"))), end="")
+    return 0
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="plan and synthesise a corpus (resumable)",
@@ -86,3 +98,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     stats = sub.add_parser("stats", help="print a built corpus's statistics")
     stats.add_argument("corpus", type=Path)
     stats.set_defaults(run=_run_stats)
+    card = sub.add_parser("card", help="print a corpus's statistics as Markdown tables for its data card")
+    card.add_argument("corpus", type=Path)
+    card.set_defaults(run=_run_card)
