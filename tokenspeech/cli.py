@@ -18,9 +18,12 @@ from tokenspeech.errors import TokenspeechError
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "codec": ("tokenspeech.codecs.cli", "encode and decode audio tokens"),
     "data": ("tokenspeech.data.cli", "build and inspect the synthetic speech corpus"),
     "eval": ("tokenspeech.eval.cli", "word error rate, intelligibility judge, codec metrics"),
     "g2p": ("tokenspeech.text.cli", "normalise English text and show its phonemes"),
+    "train": ("tokenspeech.training.cli", "train the codec, ASR and TTS models (resumable)"),
+    "transcribe": ("tokenspeech.asr.cli", "transcribe audio files in batch"),
 }
 
 

@@ -1,0 +1,66 @@
+"""Train tokenspeech models on CPU (or whatever torch finds).
+
+Recipes:
+  codec   tscodec, our streaming 16 kHz codec (25 Hz frames, 24 x 1024 RVQ:
+          1.5 / 3 / 6 kbps from one model)
+
+Examples:
+  tokenspeech train codec --corpus /work/corpus --out runs/codec --steps 9000 --threads 2
+  tokenspeech train codec --corpus /work/corpus --out runs/codec --resume      # continue after a stop
+  tokenspeech train codec --corpus corpus/done.jsonl --out /tmp/smoke --steps 50 --batch-size 4
+
+A run folder holds train_log.jsonl (losses, steps/s, validation), last.pt (the
+checkpoint, rewritten every --checkpoint-interval steps) and
+tscodec.safetensors + tscodec.json (the exported codec; copy both into
+tokenspeech/assets/ to make it the default). Options left out take the
+recipe's defaults (tokenspeech.training.codec.CodecTrainOptions).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# CLI flag -> CodecTrainOptions field, for the optional numeric/boolean flags.
+_CODEC_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--steps", int, "total optimiser steps (a resumed run stops at the same total)"),
+    ("--batch-size", int, "crops per step"),
+    ("--crop-seconds", float, "length of each crop, rounded down to whole 40 ms frames"),
+    ("--lr", float, "peak learning rate (AdamW)"),
+    ("--warmup-steps", int, "linear warm-up steps"),
+    ("--threads", int, "torch CPU threads"),
+    ("--seed", int, "seed of batches, quantizer dropout and initialisation"),
+    ("--log-interval", int, "steps between log lines"),
+    ("--checkpoint-interval", int, "steps between validations + checkpoints (last.pt)"),
+    ("--export-interval", int, "steps between exports of tscodec.safetensors"),
+    ("--adversarial-start", int, "step at which the discriminator switches on (with --adversarial)"),
+    ("--time-limit-minutes", float, "stop cleanly (validate, checkpoint, export) after this wall time"),
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    recipes = parser.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
+    codec = recipes.add_parser("codec", help="train tscodec", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    codec.add_argument("--corpus", type=Path, required=True,
+                       help="corpus folder (train.jsonl, else done.jsonl) or a JSONL listing")
+    codec.add_argument("--out", type=Path, required=True, help="run folder")
+    for flag, kind, text in _CODEC_FLAGS:
+        codec.add_argument(flag, type=kind, default=None, help=text)
+    codec.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    codec.add_argument("--adversarial", action="store_true", default=None,
+                       help="add MS-STFT discriminator losses (slow on CPU: ~10x per step)")
+    codec.set_defaults(run=run_codec)
+
+
+def run_codec(args: argparse.Namespace) -> int:
+    from tokenspeech.training.codec import CodecTrainOptions, train_codec
+
+    given = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+             for flag, _, _ in _CODEC_FLAGS}
+    given["adversarial"] = args.adversarial
+    options = CodecTrainOptions(corpus=args.corpus, out=args.out, resume=args.resume,
+                                **{k: v for k, v in given.items() if v is not None})
+    result = train_codec(options)
+    print(f"trained {result.steps} steps; codec written to {result.weights} and {result.card}")
+    return 0
