@@ -110,6 +110,22 @@ def test_build_is_resumable(tmp_path: Path) -> None:
         assert row["phonemes"] and row["transcript"] == row["transcript"].lower()
 
 
+def test_extend_keeps_recordings_and_tops_up_hours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenspeech.data import build
+
+    monkeypatch.setattr(build, "_read_sentences", lambda options: sentences(400))
+    options = BuildOptions(out=tmp_path, hours=(("espeak-us", 0.003),), heldout=0, workers=1, progress=False)
+    first = build.load_or_make_plan(options)
+    done = synthesize_plan(first, tmp_path, workers=1, progress=False)
+    wider = BuildOptions(out=tmp_path, hours=(("espeak-us", 0.009),), heldout=0, workers=1, progress=False,
+                         extend=True)
+    second = build.load_or_make_plan(wider)
+    assert second[: len(first)] == first and len(second) > len(first)
+    assert len({u.transcript for u in second}) == len(second)
+    assert build.planned_hours(second, done)["espeak-us"] >= 0.009
+    assert build.load_or_make_plan(wider) == second  # nothing missing: nothing added
+
+
 def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
     (tmp_path / "plan.jsonl").write_text(json.dumps({"seed": 5, "hours": [["joe", 1.0]]}) + "\n")
     with pytest.raises(ValueError, match="was planned with"):

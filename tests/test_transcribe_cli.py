@@ -315,7 +315,10 @@ def test_long_recording_is_segmented_and_word_times_stitched(corpus: Path, monke
 
 
 def test_missing_model_code_is_a_model_load_error(monkeypatch, corpus: Path, capsys) -> None:
+    import tokenspeech.asr
+
     monkeypatch.setitem(sys.modules, "tokenspeech.asr.recognizer", None)
+    monkeypatch.delattr(tokenspeech.asr, "recognizer", raising=False)
     with pytest.raises(ModelLoadError, match="not available"):
         batch.make_recognizer("ctc", None, 0)
     assert transcribe("a", "-o", "out.jsonl") == 2

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from tokenspeech.data.corpus import Utterance, plan_corpus, plan_heldout, unique_speakable
+from tokenspeech.data.corpus import Utterance, estimated_seconds, plan_corpus, plan_heldout, unique_speakable
 from tokenspeech.data.sources import default_sources, iter_sentences
 from tokenspeech.data.voices import HELDOUT_VOICES, VOICE_FAMILIES, VoiceSpec, make_synthesizer
+from tokenspeech.text.normalize import transcript_form
 
 LOG = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -46,6 +47,7 @@ class BuildOptions:
     workers: int = 2
     text_cache: Path | None = None
     progress: bool = True
+    extend: bool = False  # top up an existing plan to new --voices hours instead of refusing
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -137,22 +139,76 @@ def _plan_meta(options: BuildOptions) -> dict:
             "dev_fraction": options.dev_fraction, "test_fraction": options.test_fraction}
 
 
-def load_or_make_plan(options: BuildOptions) -> list[Utterance]:
-    """The saved plan of ``options.out``, or a new one from the text sources."""
-    plan_path = options.out / "plan.jsonl"
-    saved = _read_jsonl(plan_path)
-    if saved:
-        meta = saved[0]
-        wanted = _plan_meta(options)
-        if any(meta.get(key, default) != wanted[key] for key, default in _PLAN_META_DEFAULTS.items()):
-            planned = {key: meta.get(key, default) for key, default in _PLAN_META_DEFAULTS.items()}
-            raise ValueError(f"{options.out} was planned with {planned}; "
-                             "use the same options to resume, or a new --out folder")
-        return [Utterance(**row) for row in saved[1:]]
+def _read_sentences(options: BuildOptions) -> list:
     cache = options.text_cache or options.out / "text-sources"
     LOG.info("reading text sources and normalising sentences")
     sentences = unique_speakable(iter_sentences(default_sources(cache)))
     LOG.info("%d speakable unique sentences", len(sentences))
+    return sentences
+
+
+def family_of(voice: str) -> str | None:
+    """The voice family (key of ``VOICE_FAMILIES``) a voice name belongs to; None for held-out voices."""
+    for family, specs in VOICE_FAMILIES.items():
+        if any(spec.name == voice for spec in specs):
+            return family
+    return None
+
+
+def planned_hours(plan: list[Utterance], done: dict[str, dict]) -> dict[str, float]:
+    """Hours per family: measured for finished recordings, estimated for the rest."""
+    hours: dict[str, float] = {}
+    for utterance in plan:
+        family = family_of(utterance.voice)
+        if family is None or utterance.split == "heldout":
+            continue
+        row = done.get(utterance.id)
+        seconds = row["duration"] if row else estimated_seconds(utterance.spoken, utterance.rate)
+        hours[family] = hours.get(family, 0.0) + seconds / 3600
+    return hours
+
+
+def extend_plan(plan: list[Utterance], meta: dict, options: BuildOptions) -> tuple[list[Utterance], dict]:
+    """Top a planned corpus up to ``options.hours`` with sentences it does not use yet.
+
+    Hours already there are measured (finished recordings) or estimated (the
+    rest), so extending with the original hours fills what the estimate missed.
+
+    Existing utterances are kept as they are (same ids, voices, splits); the
+    new ones come from a fresh shuffle (seed + generation) of the unused
+    sentences, so a corpus grows without re-recording anything.
+    """
+    done = {r["id"]: r for r in _read_jsonl(options.out / "done.jsonl") if "error" not in r}
+    have = planned_hours(plan, done)
+    missing = {family: round(target - have.get(family, 0.0), 4) for family, target in options.hours
+               if target - have.get(family, 0.0) > 0}
+    generation = int(meta.get("extensions", 0)) + 1
+    used = {u.transcript for u in plan}
+    unused = [(s, spoken) for s, spoken in _read_sentences(options) if transcript_form(spoken) not in used]
+    extra = plan_corpus(unused, missing, options.seed + 1000 * generation, options.dev_fraction,
+                        options.test_fraction) if missing else []
+    LOG.info("extending the plan by %d utterances for %s hours", len(extra), missing)
+    meta = dict(meta, hours=[list(h) for h in options.hours], extensions=generation)
+    return plan + extra, meta
+
+
+def load_or_make_plan(options: BuildOptions) -> list[Utterance]:
+    """The saved plan of ``options.out`` (extended if asked), or a new one from the text sources."""
+    plan_path = options.out / "plan.jsonl"
+    saved = _read_jsonl(plan_path)
+    if saved:
+        meta, plan = saved[0], [Utterance(**row) for row in saved[1:]]
+        wanted = _plan_meta(options)
+        differs = [key for key, default in _PLAN_META_DEFAULTS.items() if meta.get(key, default) != wanted[key]]
+        if options.extend and differs in ([], ["hours"]):
+            plan, meta = extend_plan(plan, meta, options)
+            _write_jsonl(plan_path, [meta] + [u.to_json() for u in plan])
+        elif differs:
+            planned = {key: meta.get(key, default) for key, default in _PLAN_META_DEFAULTS.items()}
+            raise ValueError(f"{options.out} was planned with {planned}; use the same options to resume, "
+                             "--extend with new --voices hours to top it up, or a new --out folder")
+        return plan
+    sentences = _read_sentences(options)
     plan = plan_corpus(sentences, dict(options.hours), options.seed, options.dev_fraction, options.test_fraction)
     plan += plan_heldout(plan, options.heldout, options.seed)
     options.out.mkdir(parents=True, exist_ok=True)

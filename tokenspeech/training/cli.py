@@ -51,6 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     codec.add_argument("--adversarial", action="store_true", default=None,
                        help="add MS-STFT discriminator losses (slow on CPU: ~10x per step)")
     codec.set_defaults(run=run_codec)
+    from tokenspeech.training.asr_cli import configure_asr  # argparse-only module
+
+    configure_asr(recipes)
 
 
 def run_codec(args: argparse.Namespace) -> int:

@@ -1,0 +1,306 @@
+"""The ASR network, its PyTorch decoding adapters, the recogniser, save/load and the training recipe.
+
+Tiny random models only; every test runs on one CPU thread in seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tokenspeech.asr.align import align_phonemes
+from tokenspeech.asr.model_io import AsrBundle, load_asr_model, save_asr_model
+from tokenspeech.asr.recognizer import RecognizerOptions, StreamingSession, TorchRecognizer
+from tokenspeech.asr.torch_backend import TorchAttentionStep, TorchBlockDecoder
+from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
+from tokenspeech.decoding.cif import cif_fire
+from tokenspeech.decoding.streaming_asr import SemiARStreamer
+from tokenspeech.errors import ConfigError, ModelLoadError
+from tokenspeech.features import MelConfig
+from tokenspeech.models.asr import AsrModel, AsrModelConfig
+from tokenspeech.models.asr_heads import block_masks, cif_weights, fire_frames, scale_alphas
+from tokenspeech.models.frontend import LogMel
+from tokenspeech.text.vocab import Vocabulary, character_vocabulary
+from tokenspeech.training.asr import AsrTrainOptions, train_asr
+
+FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
+TINY = AsrModelConfig(dim=32, heads=4, encoder_layers=2, decoder_layers=1, ar_layers=1, subsample_channels=8,
+                      conv_kernel=5, dropout=0.0, phoneme_vocab_size=12)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> AsrBundle:
+    torch.manual_seed(0)
+    model = AsrModel(TINY).eval()
+    with torch.no_grad():  # push CIF weights up so a random model fires several tokens per second
+        model.predictor.net[-1].bias.fill_(0.5)
+    phonemes = Vocabulary.from_symbols("abcdefgh")
+    return AsrBundle(model, character_vocabulary(), MelConfig(), phonemes)
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    tone = np.sin(2 * np.pi * (150 + 100 * np.sin(2 * np.pi * 0.7 * t)) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (0.3 * tone + 0.02 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def test_shapes(bundle: AsrBundle) -> None:
+    model = bundle.model
+    mel = torch.randn(2, 80, 101)
+    encoded, lengths = model.encode(mel, torch.tensor([101, 60]))
+    assert encoded.shape == (2, 24, 32) and lengths.tolist() == [24, 14]
+    assert model.ctc_log_probs(encoded).shape == (2, 24, 32)
+    assert model.phoneme_log_probs(encoded).shape == (2, 24, 12)
+    assert model.predictor(encoded).shape == (2, 24)
+    logits = model.attention_decoder(torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 3]), encoded, lengths)
+    assert logits.shape == (2, 5, 32)
+    assert model.parallel_decoder(torch.randn(2, 7, 32), torch.tensor([7, 4]), encoded, lengths).shape == (2, 7, 32)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        AsrModelConfig(decoders=("paraformer",))
+    with pytest.raises(ConfigError):
+        AsrModelConfig(dim=30, heads=4)
+    assert AsrModelConfig.from_json(TINY.to_json()) == TINY
+
+
+@pytest.mark.parametrize("chunk,left", [(4, 0), (3, 2), (1, 0)])
+def test_streaming_encoder_equals_offline_with_chunk_mask(bundle: AsrBundle, chunk: int, left: int) -> None:
+    encoder = bundle.model.encoder
+    mel = torch.randn(1, 80, 157)
+    offline, _ = encoder(mel, torch.tensor([157]), chunk, left)
+    state, pieces = encoder.init_state(1), []
+    with torch.no_grad():
+        for start in range(0, 157, 11):
+            out, state = encoder.step(mel[:, :, start:start + 11], state, chunk, left)
+            pieces.append(out)
+        out, state = encoder.step(mel[:, :, :0], state, chunk, left, final=True)
+    streamed = torch.cat(pieces + [out], dim=1)
+    assert streamed.shape == offline.shape
+    torch.testing.assert_close(streamed, offline, atol=1e-4, rtol=1e-4)
+
+
+def test_chunk_mask_hides_the_future(bundle: AsrBundle) -> None:
+    encoder = bundle.model.encoder
+    mel = torch.randn(1, 80, 7 + 4 * 15)  # 16 encoder frames, chunks of 4
+    changed = mel.clone()
+    changed[:, :, 4 * 8:] += torch.randn_like(changed[:, :, 4 * 8:])  # alters encoder frames >= 7 (context 7)
+    a, _ = encoder(mel, torch.tensor([mel.shape[2]]), chunk=4)
+    b, _ = encoder(changed, torch.tensor([mel.shape[2]]), chunk=4)
+    torch.testing.assert_close(a[:, :4], b[:, :4])
+
+
+def test_torch_cif_matches_numpy_and_scales_to_target() -> None:
+    alphas = torch.tensor([[0.4, 0.8, 0.3, 0.9, 0.6], [0.5, 0.5, 0.5, 0.2, 0.0]])
+    hidden = torch.randn(2, 5, 3)
+    weights = cif_weights(alphas, torch.tensor([3, 1]), 3)
+    embeddings = weights @ hidden
+    expected = cif_fire(alphas[0].numpy(), hidden[0].numpy())
+    np.testing.assert_allclose(embeddings[0].numpy(), expected.embeddings, atol=1e-5)
+    assert fire_frames(weights)[0].tolist() == expected.fires.tolist()
+    scaled = scale_alphas(alphas, torch.tensor([5, 3]), torch.tensor([4, 2]))
+    torch.testing.assert_close(scaled.sum(1), torch.tensor([4.0, 2.0]))
+    assert float(scaled[1, 3:].abs().sum()) == 0.0  # padded frames carry no weight
+    full = cif_weights(scaled, torch.tensor([4, 2]), 4)
+    torch.testing.assert_close(full.sum(2), torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]]))
+
+
+def test_block_masks_follow_chunks() -> None:
+    fire = torch.tensor([[0, 3, 4, 9]])
+    self_mask, memory_mask = block_masks(fire, torch.tensor([4]), torch.tensor([10]), chunk=4, memory_frames=10)
+    assert self_mask[0, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    assert memory_mask[0, 0].sum(1).tolist() == [4, 4, 8, 10]
+
+
+def test_ar_adapter_cache_matches_teacher_forcing_and_beam_runs(bundle: AsrBundle) -> None:
+    model = bundle.model
+    encoded, lengths = model.encode(torch.randn(2, 80, 81), torch.tensor([81, 50]))
+    tokens = torch.tensor([[2, 5, 6, 7], [2, 8, 9, 10]])
+    full = model.attention_decoder(tokens, torch.tensor([4, 4]), encoded, lengths)
+    adapter = TorchAttentionStep(model.attention_decoder)
+    state, steps = adapter.prepare(encoded, lengths), []
+    for t in range(4):
+        logits, state = adapter.step(tokens[:, t:t + 1].numpy(), state)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full.detach().numpy(), atol=1e-4)
+    vocab = bundle.vocabulary
+    bos = np.full(2, vocab.bos_id)
+    greedy = ARDecoder(ARDecodingOptions(max_length=12, eos_id=vocab.eos_id)).run(
+        adapter, adapter.prepare(encoded, lengths), bos)
+    # A beam of one follows the argmax path; ARDecoder's beam search stops as soon as one hypothesis
+    # has finished (EOS among the top-2 candidates), so its result is a prefix of the greedy one.
+    one_beam = ARDecoder(ARDecodingOptions(max_length=12, eos_id=vocab.eos_id, beam_size=1))
+    for row in range(2):
+        single = adapter.select(adapter.prepare(encoded, lengths), np.array([row]))
+        tokens = one_beam._beam(adapter, single, vocab.bos_id).tokens
+        assert tokens == greedy[row].tokens[: len(tokens)]
+    beams = ARDecoder(ARDecodingOptions(max_length=12, eos_id=vocab.eos_id, beam_size=3)).run(
+        adapter, adapter.prepare(encoded, lengths), bos)
+    assert len(beams) == 2 and all(len(b.tokens) <= 12 for b in beams)
+
+
+@pytest.mark.parametrize("decoder", ["ctc", "paraformer", "ar", "semiar"])
+def test_recognizer_batches_and_word_times(bundle: AsrBundle, decoder: str) -> None:
+    audios = [speech_like(2.0, 1), speech_like(1.2, 2), speech_like(0.05, 3)]
+    recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder=decoder, chunk=4))
+    batch = recognizer.transcribe_batch(audios)
+    alone = [recognizer.transcribe_batch([a])[0] for a in audios]
+    assert [t.text for t in batch] == [t.text for t in alone]  # padding does not change results
+    for transcript, audio in zip(batch, audios):
+        assert transcript.text == transcript.text.strip()
+        times = [(w.start, w.end) for w in transcript.words]
+        assert all(0 <= s <= e <= len(audio) / 16000 for s, e in times)
+        assert all(a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(times))
+        if decoder != "ar":
+            assert [w.word for w in transcript.words] == transcript.text.split()
+
+
+def test_ctc_beam_option_runs(bundle: AsrBundle) -> None:
+    recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="ctc", beam_size=4))
+    assert isinstance(recognizer.transcribe_batch([speech_like(1.0)])[0].text, str)
+
+
+def test_semiar_streaming_equals_chunked_batch_and_grows(bundle: AsrBundle) -> None:
+    audio = speech_like(3.0, 4)
+    recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="semiar", chunk=4))
+    session = recognizer.stream()
+    rng = np.random.default_rng(0)
+    interims, start = [], 0
+    while start < len(audio):
+        size = int(rng.integers(200, 3000))
+        interims.append(session.accept_audio(audio[start:start + size]).text)
+        start += size
+    final = session.finish().text
+    assert all(final.startswith(t) for t in interims)
+    assert all(b.startswith(a) for a, b in itertools.pairwise(interims))
+    assert len(final) > 0
+    assert final == recognizer.transcribe_batch([audio])[0].text
+    with pytest.raises(ConfigError):
+        session.accept_audio(audio[:100])
+
+
+def test_semiar_one_chunk_equals_paraformer(bundle: AsrBundle) -> None:
+    audio = speech_like(2.5, 5)
+    paraformer = TorchRecognizer(bundle, RecognizerOptions(decoder="paraformer"))
+    mel, lengths = paraformer.features([audio])
+    encoded, _ = bundle.model.encode(mel, lengths)
+    frames = encoded[0].detach().numpy()
+    backend = TorchBlockDecoder(bundle.model.parallel_decoder)
+    streamer = SemiARStreamer(backend, backend.init_state(), chunk=len(frames))
+    streamer.push(frames, bundle.model.predictor(encoded)[0].detach().numpy())
+    text = " ".join(bundle.vocabulary.decode(streamer.finish().tokens).split())
+    assert text == paraformer.transcribe_batch([audio])[0].text
+
+
+def test_ctc_streaming_session(bundle: AsrBundle) -> None:
+    audio = speech_like(2.0, 6)
+    recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="ctc", chunk=4))
+    session = StreamingSession(recognizer, "ctc")
+    for start in range(0, len(audio), 1000):
+        session.accept_audio(audio[start:start + 1000])
+    final = session.finish()
+    assert all(w.end <= 2.0 for w in final.words)
+
+
+def test_save_load_round_trip_fp16(bundle: AsrBundle, tmp_path: Path) -> None:
+    path = save_asr_model(bundle.model, tmp_path / "tiny", bundle.vocabulary, bundle.mel, bundle.phonemes,
+                          training={"corpus": "fixture"}, metrics={"dev_wer": 1.0})
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert path.name == "tiny.safetensors" and card["weights_dtype"] == "float16"
+    loaded = load_asr_model(tmp_path / "tiny")
+    assert loaded.model.config == bundle.model.config and loaded.phonemes == bundle.phonemes
+    mel = LogMel(bundle.mel)(torch.from_numpy(speech_like(1.0))[None])
+    a = bundle.model.ctc_log_probs(bundle.model.encode(mel, torch.tensor([mel.shape[2]]))[0])
+    b = loaded.model.ctc_log_probs(loaded.model.encode(mel, torch.tensor([mel.shape[2]]))[0])
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+
+
+def test_missing_or_mismatched_weights(bundle: AsrBundle, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_asr_model(tmp_path / "nothing")
+    save_asr_model(bundle.model, tmp_path / "m", bundle.vocabulary, bundle.mel)
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["config"]["dim"] = 64
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="do not match"):
+        load_asr_model(tmp_path / "m")
+
+
+def test_align_phonemes_durations(bundle: AsrBundle) -> None:
+    audio = speech_like(1.5)
+    ids = bundle.phonemes.encode("abcabb")
+    durations = align_phonemes(bundle, audio, ids)
+    frames = (MelConfig().num_frames(len(audio)) - 7) // 4 + 1
+    assert durations.shape == (6,) and durations.min() >= 1 and durations.sum() == frames
+
+
+def _options(out: Path, steps: int, **overrides) -> AsrTrainOptions:
+    model = replace(TINY, phoneme_vocab_size=0)
+    return AsrTrainOptions(corpus=FIXTURE, out=out, steps=steps, max_batch_seconds=24.0, max_utterance_seconds=12.0,
+                           threads=1, model=model, lr=3e-3, warmup=3, log_every=1, checkpoint_every=3,
+                           export_every=1000, eval_utterances=2, **overrides)
+
+
+def _log_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_training_smoke_loss_decreases_and_exports(tmp_path: Path) -> None:
+    summary = train_asr(_options(tmp_path, 30))
+    rows = [r for r in _log_rows(tmp_path) if "ctc" in r]
+    assert summary["steps"] == 30 and len(rows) == 30
+    first, last = np.mean([r["ctc"] for r in rows[:5]]), np.mean([r["ctc"] for r in rows[-5:]])
+    assert last < first and all(math.isfinite(r["total"]) for r in rows)
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "asr.safetensors").is_file()
+    card = json.loads((tmp_path / "asr.json").read_text())
+    assert card["training"]["steps"] == 30 and "dev_wer_ctc_greedy" in card["metrics"]
+    assert card["phoneme_vocabulary"]  # the fixture has phonemes: the head is trained
+
+
+@pytest.mark.slow
+def test_training_resumes_exactly(tmp_path: Path) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train_asr(_options(straight, 8))
+    train_asr(_options(interrupted, 8, stop_at_step=6))
+    train_asr(_options(interrupted, 8, resume=True))
+    rows = _log_rows(interrupted)
+    assert [r["step"] for r in rows if "ctc" in r] == [1, 2, 3, 4, 5, 6, 7, 8]
+    a = torch.load(straight / "last.pt", weights_only=False)
+    b = torch.load(interrupted / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 8
+    for name, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][name], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train_asr(_options(tmp_path / "empty", 2, resume=True))
+
+
+def test_cli_builds_options(tmp_path: Path) -> None:
+    import argparse
+
+    from tokenspeech.training.asr_cli import _options, configure_asr
+
+    parser = argparse.ArgumentParser()
+    configure_asr(parser.add_subparsers())
+    args = parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--steps", "5",
+                              "--decoders", "paraformer,semiar", "--dim", "64", "--no-augment"])
+    options = _options(args)
+    assert options.model.decoders == ("ctc", "paraformer", "semiar") and options.model.dim == 64
+    assert options.augment.noise_prob == 0 and options.steps == 5 and args.run.__name__ == "run_asr"

@@ -1,0 +1,112 @@
+"""Saving and loading ASR models: ``<name>.safetensors`` (fp16 weights) + ``<name>.json`` (model card).
+
+The card is the single source of truth for everything needed to rebuild the
+model: architecture dims (:class:`AsrModelConfig`), vocabularies, the mel
+front-end, the encoder frame period, plus what it was trained on and how
+well it does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenspeech.errors import ModelLoadError
+from tokenspeech.features import MelConfig
+from tokenspeech.models.asr import FRAME_SECONDS, AsrModel, AsrModelConfig
+from tokenspeech.text.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_NAME = "asr"
+
+
+@dataclass(frozen=True)
+class AsrBundle:
+    """A loaded model with everything its card says about it."""
+
+    model: AsrModel
+    vocabulary: Vocabulary
+    mel: MelConfig
+    phonemes: Vocabulary | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def assets_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "assets"
+
+
+def _paths(path: str | Path | None) -> tuple[Path, Path]:
+    """``(weights, card)`` for a path given with or without suffix (default: the shipped model)."""
+    base = Path(path) if path is not None else assets_dir() / DEFAULT_NAME
+    if base.is_dir():
+        base = base / DEFAULT_NAME
+    stem = base.with_suffix("") if base.suffix in (".safetensors", ".json") else base
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_asr_model(model: AsrModel, path: str | Path, vocabulary: Vocabulary, mel: MelConfig,
+                   phonemes: Vocabulary | None = None, training: dict[str, Any] | None = None,
+                   metrics: dict[str, Any] | None = None) -> Path:
+    """Write fp16 weights and the card beside them (both atomically); returns the weights path."""
+    from safetensors.torch import save_file
+
+    weights, card_path = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous().cpu()
+               for name, t in model.state_dict().items()}
+    card = {
+        "format_version": FORMAT_VERSION, "kind": "asr", "config": model.config.to_json(),
+        "vocabulary": vocabulary.to_json(), "phoneme_vocabulary": phonemes.to_json() if phonemes else None,
+        "mel": mel.to_json(), "frame_seconds": FRAME_SECONDS, "weights_dtype": "float16",
+        "training": training or {}, "metrics": metrics or {},
+    }
+    tmp_weights, tmp_card = weights.with_name("." + weights.name + ".partial"), card_path.with_name(
+        "." + card_path.name + ".partial")
+    save_file(tensors, str(tmp_weights), metadata={"format_version": str(FORMAT_VERSION)})
+    tmp_card.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp_weights.replace(weights)
+    tmp_card.replace(card_path)
+    return weights
+
+
+def _read_card(card_path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{card_path}: unreadable model card ({error})") from error
+    if card.get("kind") != "asr" or card.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"{card_path}: not an ASR model card of format version {FORMAT_VERSION}")
+    return card
+
+
+def load_asr_model(path: str | Path | None = None, device: str = "cpu") -> AsrBundle:
+    """Load ``<path>.safetensors`` + ``<path>.json`` (default: ``tokenspeech/assets/asr``) in eval mode.
+
+    Raises :class:`ModelLoadError` when either file is missing or they do not match.
+    """
+    from safetensors.torch import load_file
+
+    weights, card_path = _paths(path)
+    missing = [str(p) for p in (weights, card_path) if not p.is_file()]
+    if missing:
+        raise ModelLoadError(f"ASR model not found: {', '.join(missing)} missing. Train one with "
+                             "`tokenspeech train asr --corpus CORPUS --out DIR` and pass its path, "
+                             "or copy DIR/asr.safetensors and DIR/asr.json into tokenspeech/assets/.")
+    card = _read_card(card_path)
+    try:
+        config = AsrModelConfig.from_json(card["config"])
+        model = AsrModel(config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        model.load_state_dict(state, strict=True)
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"{weights}: weights do not match the card {card_path.name} ({error})") from error
+    phonemes = card.get("phoneme_vocabulary")
+    return AsrBundle(model.to(device).eval(), Vocabulary.from_json(card["vocabulary"]),
+                     MelConfig.from_json(card["mel"]), Vocabulary.from_json(phonemes) if phonemes else None, card)

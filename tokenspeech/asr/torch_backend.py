@@ -1,0 +1,95 @@
+"""PyTorch adapters from the ASR heads to the NumPy decoding protocols.
+
+``TorchAttentionStep`` is a :class:`tokenspeech.decoding.base.StepModel` for
+the AR attention decoder (``ARDecoder`` runs greedy and beam search over it);
+``TorchBlockDecoder`` is a :class:`tokenspeech.decoding.streaming_asr.BlockDecoderModel`
+for semi-AR streaming. State stays torch tensors; only tokens and logits
+cross as NumPy arrays.
+
+Axes: B batch (or beams), S new tokens, T encoder frames, D dim, V vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tokenspeech.models.asr_heads import AttentionDecoder, ParallelDecoder
+from tokenspeech.models.transformer import LayerCache, attention_mask, empty_cache
+
+
+@dataclass
+class AttentionState:
+    """KV caches per layer ``[B, H, P, Dh]``, cross-attention keys/values ``[B, H, T, Dh]`` and memory mask."""
+
+    caches: list[LayerCache]
+    memory_kv: list[tuple[Tensor, Tensor]]
+    memory_mask: Tensor  # [B, 1, 1, T]
+
+
+class TorchAttentionStep:
+    """StepModel over :class:`AttentionDecoder`; build the first state with :meth:`prepare`."""
+
+    def __init__(self, decoder: AttentionDecoder) -> None:
+        self.decoder = decoder
+
+    @torch.inference_mode()
+    def prepare(self, memory: Tensor, memory_lengths: Tensor) -> AttentionState:
+        """State for ``memory [B, T, D]`` with valid lengths ``[B]`` and nothing decoded yet."""
+        config = self.decoder.transformer.config
+        mask = attention_mask(memory_lengths, memory.shape[1], causal=False)[:, :, :1, :]
+        return AttentionState(empty_cache(config, memory.shape[0], memory.device, memory.dtype),
+                              self.decoder.transformer.memory_kv(memory), mask)
+
+    @torch.inference_mode()
+    def step(self, tokens: np.ndarray, state: AttentionState) -> tuple[np.ndarray, AttentionState]:
+        logits, caches = self.decoder.step(torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)),
+                                           state.caches, state.memory_kv, state.memory_mask)
+        return logits.float().numpy(), AttentionState(caches, state.memory_kv, state.memory_mask)
+
+    def select(self, state: AttentionState, rows: np.ndarray) -> AttentionState:
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return AttentionState([LayerCache(c.key[index], c.value[index]) for c in state.caches],
+                              [(k[index], v[index]) for k, v in state.memory_kv], state.memory_mask[index])
+
+
+@dataclass
+class BlockState:
+    """One stream: decoder KV cache of the label context and cross-attention memory keys/values."""
+
+    caches: list[LayerCache]
+    memory_kv: list[tuple[Tensor, Tensor]]
+
+
+class TorchBlockDecoder:
+    """BlockDecoderModel over :class:`ParallelDecoder` for one stream (batch 1)."""
+
+    def __init__(self, decoder: ParallelDecoder) -> None:
+        self.decoder = decoder
+
+    def init_state(self) -> BlockState:
+        config = self.decoder.transformer.config
+        empty = empty_cache(config, 1, self.decoder.out.weight.device)
+        return BlockState(empty, [(c.key, c.value) for c in empty])
+
+    @torch.inference_mode()
+    def add_memory(self, frames: np.ndarray, state: BlockState) -> BlockState:
+        new = self.decoder.transformer.memory_kv(torch.from_numpy(np.asarray(frames, dtype=np.float32))[None])
+        merged = [(torch.cat([k, nk], dim=2), torch.cat([v, nv], dim=2))
+                  for (k, v), (nk, nv) in zip(state.memory_kv, new)]
+        return BlockState(state.caches, merged)
+
+    @torch.inference_mode()
+    def decode_block(self, acoustic: np.ndarray, state: BlockState) -> np.ndarray:
+        inputs = torch.from_numpy(np.asarray(acoustic, dtype=np.float32))[None]
+        logits, _ = self.decoder.step(inputs, state.caches, state.memory_kv)
+        return logits[0].float().numpy()
+
+    @torch.inference_mode()
+    def add_context(self, tokens: np.ndarray, state: BlockState) -> BlockState:
+        inputs = self.decoder.embed(torch.from_numpy(np.asarray(tokens, dtype=np.int64))[None])
+        _, caches = self.decoder.step(inputs, state.caches, state.memory_kv)
+        return BlockState(caches, state.memory_kv)

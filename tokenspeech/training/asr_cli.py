@@ -1,0 +1,79 @@
+"""``tokenspeech train asr``: argparse -> :class:`AsrTrainOptions` -> :func:`train_asr`.
+
+Wire it in with ``configure_asr(subparsers)`` where ``subparsers`` belongs to
+the ``train`` command; the parser's ``run`` default runs the training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tokenspeech.asr.base import DECODERS
+
+
+def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``asr`` sub-command to ``subparsers``; returns its parser."""
+    parser = subparsers.add_parser("asr", help="train the speech recogniser (CTC, Paraformer, AR, semi-AR heads)",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--corpus", type=Path, required=True, help="folder with train.jsonl and dev.jsonl (else done.jsonl, split by its split field)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder: last.pt, train_log.jsonl, asr.*")
+    parser.add_argument("--steps", type=int, default=1800, help="total optimisation steps (the LR schedule)")
+    parser.add_argument("--stop-at-step", type=int, default=None, help="end this process early; --resume later")
+    parser.add_argument("--time-limit-minutes", type=float, default=None, help="end after this wall time")
+    parser.add_argument("--max-batch-seconds", type=float, default=120.0, help="padded audio per batch")
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--decoders", default=",".join(DECODERS), help="comma list; ctc is always trained")
+    parser.add_argument("--dim", type=int, default=None, help="model size (default: AsrModelConfig's)")
+    parser.add_argument("--encoder-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
+    parser.add_argument("--decoder-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
+    parser.add_argument("--ar-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
+    parser.add_argument("--heads", type=int, default=None, help="model size (default: AsrModelConfig's)")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--export-every", type=int, default=500)
+    parser.add_argument("--eval-utterances", type=int, default=40)
+    parser.add_argument("--no-augment", action="store_true", help="train on clean audio only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run_asr)
+    return parser
+
+
+def _options(args: argparse.Namespace):
+    from tokenspeech.training.asr import AsrTrainOptions
+    from tokenspeech.training.augment import AugmentOptions
+
+    decoders = tuple(dict.fromkeys(["ctc"] + [d.strip() for d in args.decoders.split(",") if d.strip()]))
+    from tokenspeech.models.asr import AsrModelConfig
+
+    sizes = {"dim": args.dim, "heads": args.heads, "encoder_layers": args.encoder_layers,
+             "decoder_layers": args.decoder_layers, "ar_layers": args.ar_layers}
+    model = AsrModelConfig(decoders=decoders, **{k: v for k, v in sizes.items() if v is not None})
+    return AsrTrainOptions(
+        corpus=args.corpus, out=args.out, steps=args.steps, stop_at_step=args.stop_at_step,
+        time_limit_minutes=args.time_limit_minutes, max_batch_seconds=args.max_batch_seconds, lr=args.lr,
+        warmup=args.warmup, threads=args.threads, resume=args.resume, model=model,
+        augment=AugmentOptions.none() if args.no_augment else AugmentOptions(),
+        checkpoint_every=args.checkpoint_every, export_every=args.export_every,
+        eval_utterances=args.eval_utterances, seed=args.seed)
+
+
+def run_asr(args: argparse.Namespace) -> int:
+    """Entry point of ``train asr``; prints the JSON summary on stdout."""
+    from tokenspeech.training.asr import train_asr
+
+    training_logger = logging.getLogger("tokenspeech.training")
+    if not training_logger.handlers:  # progress goes to stdout (the root handler, if any, writes stderr)
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        training_logger.addHandler(handler)
+        training_logger.setLevel(logging.INFO)
+        training_logger.propagate = False
+    summary = train_asr(_options(args))
+    print(json.dumps(summary))
+    return 0
