@@ -72,3 +72,12 @@ def test_filters() -> None:
     assert abs(np.mean(draws == 0) - 0.5) < 0.03
     with pytest.raises(ValueError):
         SamplingOptions(top_p=0)
+
+
+def test_beam_of_one_equals_greedy() -> None:
+    # EOS is second best after token 1: greedy continues, and so must a beam of one
+    table = {(): {1: 0.55, EOS: 0.45}, (1,): {2: 0.9, EOS: 0.1}, (1, 2): {EOS: 1.0}}
+    model = TableModel(table)
+    greedy = ARDecoder(ARDecodingOptions(max_length=5, eos_id=EOS)).run(model, [()], np.array([9]))[0]
+    beam = ARDecoder(ARDecodingOptions(max_length=5, eos_id=EOS, beam_size=1))._beam(model, [()], 9)
+    assert greedy.tokens == beam.tokens == [1, 2]

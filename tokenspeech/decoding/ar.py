@@ -125,11 +125,13 @@ class ARDecoder:
             totals = np.array([b[1] for b in beams], dtype=np.float32)[:, None] + logprobs
             order = np.argsort(-totals, axis=None)[: 2 * opts.beam_size]
             keep_rows, keep_tokens, kept = [], [], []
-            for flat in order:
+            for rank, flat in enumerate(order):
                 row, token = divmod(int(flat), totals.shape[1])
                 candidate = (beams[row][0] + [token], float(totals[row, token]))
                 if token == opts.eos_id:
-                    finished.append((beams[row][0], candidate[1]))
+                    # an ending counts only when it ranks among the beam: beam 1 is exactly greedy
+                    if rank < opts.beam_size:
+                        finished.append((beams[row][0], candidate[1]))
                 elif len(kept) < opts.beam_size:
                     keep_rows.append(row)
                     keep_tokens.append(token)
