@@ -29,10 +29,20 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+DEMO := .demo
+TS := $(VENV)/bin/tokenspeech
+
 demo: install
-	$(VENV)/bin/tokenspeech g2p "Dr. Smith paid \$$3.50 on May 1st, 1990."
-	$(VENV)/bin/tokenspeech data build --out .demo/corpus --hours 0.01 --heldout 2 --no-progress
-	$(VENV)/bin/tokenspeech data stats .demo/corpus
+	$(TS) g2p "Dr. Smith paid \$$3.50 on May 1st, 1990."
+	$(TS) data build --out $(DEMO)/corpus --hours 0.01 --heldout 2 --no-progress
+	$(TS) data card $(DEMO)/corpus
+	@wav=$(DEMO)/corpus/$$($(PY) -c "import json; print(json.loads(open('$(DEMO)/corpus/train.jsonl').readline())['path'])"); \
+	for kbps in 1.5 3 6; do \
+	  echo "== tscodec at $$kbps kbps: $$wav"; \
+	  $(TS) codec encode $$wav -o $(DEMO)/speech-$$kbps.tok --kbps $$kbps && \
+	  $(TS) codec decode $(DEMO)/speech-$$kbps.tok -o $(DEMO)/speech-$$kbps.wav && \
+	  $(TS) eval codec $$wav $(DEMO)/speech-$$kbps.wav || exit 1; \
+	done
 
 clean-venv:
 	rm -rf $(VENV)
