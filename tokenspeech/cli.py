@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("tokenspeech.data.cli", "build and inspect the synthetic speech corpus"),
     "eval": ("tokenspeech.eval.cli", "word error rate, intelligibility judge, codec metrics"),
     "g2p": ("tokenspeech.text.cli", "normalise English text and show its phonemes"),
+    "synthesize": ("tokenspeech.tts.cli", "text to speech (AR, NAR or semi-AR streaming decoding)"),
     "train": ("tokenspeech.training.cli", "train the codec, ASR and TTS models (resumable)"),
     "transcribe": ("tokenspeech.asr.cli", "transcribe audio files in batch"),
 }

@@ -54,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from tokenspeech.training.asr_cli import configure_asr  # argparse-only module
 
     configure_asr(recipes)
+    from tokenspeech.training.tts_cli import configure_tts  # argparse-only module
+
+    configure_tts(recipes)
 
 
 def run_codec(args: argparse.Namespace) -> int:

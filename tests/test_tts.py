@@ -1,0 +1,370 @@
+"""TTS: alignment, length regulation, the three decoders end to end, streaming, errors, artifacts, training, CLI.
+
+Everything runs on tiny random models and a tiny random codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import wave
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tokenspeech.codecs.native import NativeCodec, save_native_codec
+from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
+from tokenspeech.decoding.masked import MASK
+from tokenspeech.errors import ConfigError, ModelLoadError, TextError
+from tokenspeech.models.aligner import (
+    Aligner,
+    AlignerConfig,
+    beta_binomial_prior,
+    durations_to_frames,
+    forward_sum_loss,
+    monotonic_alignment,
+)
+from tokenspeech.models.codec import CodecConfig, CodecModel
+from tokenspeech.models.tts import TtsConfig, TtsModel, block_causal_mask, length_regulate, predicted_durations
+from tokenspeech.text.vocab import phoneme_vocabulary
+from tokenspeech.tts.model_io import TtsBundle, load_tts_model, save_tts_model
+from tokenspeech.tts.pipeline import DECODERS, MAX_TEXT_CHARS, SynthesisOptions, Synthesizer, split_sentences
+from tokenspeech.tts.torch_backend import TorchTtsBackend
+
+FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
+VOICES = ("joe", "espeak-us", "espeak-gb-f")
+TEXT = "Hello there, this is a test. How are you today?"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared machine: one thread avoids OpenMP spinning against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_codec() -> NativeCodec:
+    torch.manual_seed(0)
+    config = CodecConfig(encoder_fine_dim=8, encoder_fine_blocks=1, encoder_dim=16, encoder_blocks=1, latent_dim=8,
+                         num_codebooks=4, codebook_size=32, decoder_dim=16, decoder_blocks=1, decoder_fine_dim=8,
+                         decoder_fine_blocks=1)
+    model = CodecModel(config)
+    model.quantizer.codebooks.normal_()
+    model.quantizer.initialized.fill_(True)
+    return NativeCodec(model)
+
+
+def tiny_tts_config(**overrides) -> TtsConfig:
+    base = {"num_phonemes": 60, "num_voices": 3, "num_codebooks": 3, "codebook_size": 32, "dim": 32, "heads": 2,
+            "ff_mult": 2, "text_layers": 1, "codec_layers": 2, "ar_layers": 1, "duration_channels": 16, "dropout": 0.0}
+    return TtsConfig(**(base | overrides))
+
+
+def fixture_vocabulary():
+    rows = [json.loads(line) for line in (FIXTURE / "train.jsonl").read_text().splitlines()]
+    return phoneme_vocabulary(row["phonemes"] for row in rows)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> TtsBundle:
+    vocabulary = fixture_vocabulary()
+    torch.manual_seed(1)
+    model = TtsModel(tiny_tts_config(num_phonemes=len(vocabulary)))
+    with torch.no_grad():
+        model.duration.out.bias.fill_(float(np.log1p(1.5)))  # ~1.5 frames per symbol
+    return TtsBundle(model.eval(), vocabulary, VOICES, tiny_codec().info)
+
+
+@pytest.fixture(scope="module")
+def synth(bundle: TtsBundle) -> Synthesizer:
+    return Synthesizer(bundle, tiny_codec())
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+def test_mas_recovers_a_clear_path_and_durations_sum_to_the_frames() -> None:
+    truth = np.array([3, 1, 5, 2, 4])
+    frames = int(truth.sum())
+    owner = np.repeat(np.arange(5), truth)
+    log_probs = np.log(np.full((frames, 5), 0.02))
+    log_probs[np.arange(frames), owner] = np.log(0.9)
+    assert np.array_equal(monotonic_alignment(log_probs), truth)
+    noisy = monotonic_alignment(np.random.default_rng(0).normal(size=(40, 12)))
+    assert noisy.sum() == 40 and noisy.min() >= 1
+    with pytest.raises(ConfigError):
+        monotonic_alignment(np.zeros((3, 5)))
+
+
+def test_durations_to_codec_frames_round_cumulative_sums() -> None:
+    d100 = np.array([1, 1, 9, 2, 12, 1, 6])
+    d25 = durations_to_frames(d100, 8)
+    assert d25.sum() == 8 and d25.min() >= 0 and (d25 == 0).any()
+    assert np.array_equal(np.cumsum(d25), np.rint(np.cumsum(d100) * 8 / d100.sum()).astype(int).clip(max=8))
+
+
+def test_aligner_gives_log_distributions_and_a_finite_forward_sum_loss() -> None:
+    torch.manual_seed(0)
+    aligner = Aligner(AlignerConfig(num_phonemes=10, n_mels=8, text_dim=8, mel_dim=8, attention_dim=8))
+    phonemes, lengths = torch.randint(0, 10, (2, 6)), torch.tensor([6, 4])
+    mel, mel_lengths = torch.randn(2, 8, 20), torch.tensor([20, 13])
+    log_attention = aligner(phonemes, lengths, mel, mel_lengths)
+    torch.testing.assert_close(log_attention.exp().sum(-1), torch.ones(2, 20))
+    assert log_attention[1, :, 4:].exp().max() < 1e-6
+    loss = forward_sum_loss(log_attention, lengths, mel_lengths)
+    loss.backward()
+    assert torch.isfinite(loss)
+    prior = np.exp(beta_binomial_prior(5, 30))
+    np.testing.assert_allclose(prior.sum(1), 1.0, rtol=1e-5)
+    assert prior[0].argmax() == 0 and prior[-1].argmax() == 4
+
+
+# ----------------------------------------------------------------------------- model pieces
+
+
+def test_length_regulator_repeats_skips_zero_durations_and_pads() -> None:
+    h = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    durations = torch.tensor([[2, 0, 1, 3], [1, 2, 0, 0]])
+    x, index, lengths = length_regulate(h, durations)
+    assert x.shape == (2, 6, 3) and lengths.tolist() == [6, 3]
+    assert index[0].tolist() == [0, 0, 2, 3, 3, 3]
+    torch.testing.assert_close(x[0, 2], h[0, 2])
+    torch.testing.assert_close(x[1, :3], h[1, [0, 1, 1]])
+    assert x[1, 3:].abs().sum() == 0
+
+
+def test_rate_scales_predicted_durations() -> None:
+    log_durations = torch.log1p(torch.tensor([[2.0, 3.0, 0.4, 5.0]]))
+    assert predicted_durations(log_durations).sum() == 10
+    assert predicted_durations(log_durations, rate=2.0).sum() == 5
+    assert predicted_durations(log_durations, rate=0.5).sum() == 21
+
+
+def test_block_causal_training_pass_equals_cached_blockwise_inference() -> None:
+    torch.manual_seed(0)
+    model = TtsModel(tiny_tts_config()).eval()
+    frames, block = 11, 4
+    cond = torch.randn(1, frames, 32)
+    tokens = torch.randint(0, 32, (1, 3, frames))
+    tokens[:, model.config.context_codebooks:] = model.config.mask_id  # how committed context looks
+    with torch.no_grad():
+        full = model.codec.heads(model.codec(tokens, cond, block_causal_mask(frames, torch.tensor([block]))))
+    blocks = TorchTtsBackend(model).blocks()
+    state = blocks.prepare(cond)
+    numpy_tokens = np.where(tokens.numpy() == model.config.mask_id, MASK, tokens.numpy())
+    for start in range(0, frames, block):
+        piece = numpy_tokens[:, :, start:start + block]
+        logits, state = blocks.block_logits(piece, start, [0, 1, 2], state)
+        np.testing.assert_allclose(logits, full[:, :, start:start + block].numpy(), atol=1e-4, rtol=1e-4)
+        state = blocks.commit(piece, start, state)
+        assert state.cache[0].length == min(start + block, frames)
+
+
+def test_ar_greedy_with_kv_cache_equals_full_recompute() -> None:
+    torch.manual_seed(0)
+    model = TtsModel(tiny_tts_config(ar_layers=2)).eval()
+    frames = 9
+    cond = torch.randn(1, frames, 32)
+    step_model = TorchTtsBackend(model).ar()
+    options = ARDecodingOptions(max_length=frames, eos_id=step_model.bos_id)
+    cached = np.concatenate(list(ARDecoder(options).iterate(step_model, step_model.prepare(cond),
+                                                            np.array([step_model.bos_id]))))
+    previous = [step_model.bos_id]
+    with torch.no_grad():
+        for t in range(frames):
+            logits = model.ar(torch.tensor([previous]), cond[:, :t + 1])
+            previous.append(int(logits[0, -1].argmax()))
+    assert cached.tolist() == previous[1:]
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_makes_audio_as_long_as_the_durations(synth: Synthesizer, decoder: str) -> None:
+    result = synth.synthesize(TEXT, SynthesisOptions(decoder=decoder, seed=1, steps=3))
+    assert len(result.sentences) == 2
+    frames = sum(int(s.durations.sum()) for s in result.sentences)
+    assert frames == sum(s.frames for s in result.sentences) > 0
+    assert result.audio.shape == (frames * synth.codec.info.hop_length,)
+    assert np.isfinite(result.audio).all() and result.sample_rate == 16000
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_fixed_seed_gives_identical_audio_and_other_seeds_differ(synth: Synthesizer, decoder: str) -> None:
+    options = SynthesisOptions(decoder=decoder, seed=5, steps=2, voice="espeak-us")
+    first = synth.synthesize("Same words again.", options).audio
+    assert np.array_equal(first, synth.synthesize("Same words again.", options).audio)
+    assert not np.array_equal(first, synth.synthesize("Same words again.", replace(options, seed=6)).audio)
+
+
+def test_semiar_stream_equals_one_shot_and_arrives_block_by_block(synth: Synthesizer) -> None:
+    options = SynthesisOptions(decoder="semiar", seed=2, steps=2, block_frames=4)
+    whole = synth.synthesize(TEXT, options)
+    passes = []
+    original = synth.backend.blocks
+
+    def counting_blocks():
+        model = original()
+        inner = model.block_logits
+
+        def block_logits(*args, **kwargs):
+            passes.append(1)
+            return inner(*args, **kwargs)
+
+        model.block_logits = block_logits
+        return model
+
+    synth.backend.blocks = counting_blocks
+    try:
+        stream = synth.stream(TEXT, options)
+        first = next(stream)
+        passes_at_first_chunk = len(passes)
+        chunks = [first] + list(stream)
+    finally:
+        synth.backend.blocks = original
+    assert passes_at_first_chunk < len(passes)
+    assert first.frames == 4 and first.audio.shape == (4 * 640,)
+    assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert {c.sentence for c in chunks} == {0, 1}
+    np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), whole.audio, atol=1e-5)
+
+
+def test_stream_equals_synthesize_for_nar(synth: Synthesizer) -> None:
+    options = SynthesisOptions(decoder="nar", seed=4, steps=2)
+    chunks = list(synth.stream(TEXT, options))
+    assert len(chunks) == 2  # one per sentence
+    np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), synth.synthesize(TEXT, options).audio,
+                               atol=1e-5)
+
+
+def test_rate_changes_the_length(synth: Synthesizer) -> None:
+    normal = synth.synthesize(TEXT, SynthesisOptions(steps=1)).audio.shape[0]
+    fast = synth.synthesize(TEXT, SynthesisOptions(steps=1, rate=2.0)).audio.shape[0]
+    slow = synth.synthesize(TEXT, SynthesisOptions(steps=1, rate=0.5)).audio.shape[0]
+    assert fast < normal < slow
+    assert abs(fast / normal - 0.5) < 0.15 and abs(slow / normal - 2.0) < 0.3
+
+
+def test_long_text_is_split_into_sentences() -> None:
+    pieces = split_sentences("One. Two! " + "word, " * 80 + "end.", max_chars=100)
+    assert pieces[:2] == ["One.", "Two!"] and all(len(p) <= 100 for p in pieces)
+    assert " ".join(pieces[2:]).replace("  ", " ") == ("word, " * 80 + "end.").strip()
+
+
+def test_errors_are_actionable(synth: Synthesizer) -> None:
+    with pytest.raises(TextError, match="empty"):
+        synth.synthesize("   ")
+    with pytest.raises(TextError, match=str(MAX_TEXT_CHARS)):
+        synth.synthesize("word " * (MAX_TEXT_CHARS // 4))
+    with pytest.raises(ConfigError, match="joe, espeak-us, espeak-gb-f"):
+        synth.synthesize("Hello.", SynthesisOptions(voice="alice"))
+    with pytest.raises(ConfigError, match="nar, semiar, ar"):
+        synth.synthesize("Hello.", SynthesisOptions(decoder="diffusion"))
+    with pytest.raises(ConfigError, match="rate"):
+        synth.stream("Hello.", SynthesisOptions(rate=9.0))
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def test_save_load_round_trip(tmp_path: Path, bundle: TtsBundle) -> None:
+    path = save_tts_model(bundle.model, tmp_path / "tts", bundle.phonemes, VOICES, bundle.codec,
+                          training={"steps": 0}, metrics={"wer": None})
+    loaded = load_tts_model(path)
+    assert loaded.model.config == bundle.model.config and loaded.voices == VOICES
+    assert loaded.phonemes == bundle.phonemes and loaded.codec == bundle.codec
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["codec"]["codebooks_used"] == 3 and card["training"] == {"steps": 0}
+    for name, value in bundle.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], value.half().float())
+    with pytest.raises(ModelLoadError, match="train tts"):
+        load_tts_model(tmp_path / "missing.safetensors")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _train_options(out: Path, stop_at: int = 0, resume: bool = False):
+    from tokenspeech.training.tts import TtsTrainOptions
+
+    return TtsTrainOptions(corpus=FIXTURE, out=out, codebooks=3, steps=12, stop_at=stop_at, resume=resume,
+                           max_seconds=6.0, model=tiny_tts_config(num_phonemes=1, num_voices=1, dropout=0.1),
+                           aligner=AlignerConfig(num_phonemes=1, text_dim=16, mel_dim=16, attention_dim=16),
+                           aligner_steps=4, aligner_batch_size=4, max_batch_frames=300, lr=3e-3, warmup=2,
+                           threads=1, log_every=3, checkpoint_every=6, export_every=6, eval_utterances=2)
+
+
+def test_training_smoke_loss_decreases_and_resume_is_exact(tmp_path: Path) -> None:
+    from tokenspeech.training.tts import train_tts
+
+    codec = tiny_codec()
+    interrupted = tmp_path / "interrupted"
+    train_tts(_train_options(interrupted, stop_at=6), codec)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(interrupted, fresh)
+    for name in ("last.pt", "train_log.jsonl", "tts.safetensors", "tts.json"):
+        (fresh / name).unlink()
+    reference = train_tts(_train_options(fresh), codec)  # reuses the cache and the finished aligner
+    with pytest.raises(ConfigError, match="resume"):
+        train_tts(_train_options(interrupted), codec)
+    resumed = train_tts(_train_options(interrupted, resume=True), codec)
+    assert resumed.steps == reference.steps == 12
+    a, b = load_tts_model(reference.weights), load_tts_model(resumed.weights)
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+    log = [json.loads(line) for line in (fresh / "train_log.jsonl").read_text().splitlines()]
+    totals = [row["total"] for row in log if row.get("phase") == "tts" and "total" in row]
+    assert totals[-1] < totals[0]
+    durations = np.load(fresh / "cache" / "durations-train.npz")
+    codes = np.load(fresh / "cache" / "codes-train.npz")
+    assert durations["durations"].sum() == codes["codes"].shape[1] and durations["mel_durations"].min() >= 1
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cli(args: list[str]) -> int:
+    from tokenspeech.tts import cli
+
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    parsed = parser.parse_args(args)
+    return parsed.run(parsed)
+
+
+def test_cli_writes_a_wav_and_stream_writes_the_same_audio(tmp_path: Path, bundle: TtsBundle) -> None:
+    from tokenspeech.tts import cli
+
+    assert cli.DECODER_CHOICES == DECODERS
+    codec = tiny_codec()
+    codec_path = save_native_codec(codec.model, codec.config, tmp_path / "tscodec")[0]
+    model_path = save_tts_model(bundle.model, tmp_path / "tts", bundle.phonemes, VOICES, codec.info)
+    common = ["--model", str(model_path), "--codec", str(codec_path), "--decoder", "semiar", "--steps", "2"]
+    assert _cli([TEXT, "-o", str(tmp_path / "a.wav")] + common) == 0
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT)
+    assert _cli(["--text-file", str(text_file), "-o", str(tmp_path / "b.wav"), "--stream"] + common) == 0
+    audio = []
+    for name in ("a.wav", "b.wav"):
+        with wave.open(str(tmp_path / name)) as handle:
+            assert handle.getframerate() == 16000 and handle.getnchannels() == 1 and handle.getsampwidth() == 2
+            audio.append(np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(int))
+    assert audio[0].size > 0 and audio[0].size == audio[1].size
+    assert np.abs(audio[0] - audio[1]).max() <= 1
+    with pytest.raises(ConfigError, match="voice"):
+        _cli(["Hi.", "-o", str(tmp_path / "c.wav"), "--voice", "nobody"] + common)
+
+
+def test_decoding_and_cli_help_do_not_import_torch() -> None:
+    code = ("import sys, tokenspeech.decoding.masked, tokenspeech.decoding.semiar, tokenspeech.tts.cli, "
+            "tokenspeech.training.tts_cli; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

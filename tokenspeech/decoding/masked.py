@@ -1,0 +1,156 @@
+"""Masked iterative decoding (MaskGIT / MaskGCT / SoundStorm style) over a :class:`MaskedModel`. NumPy only.
+
+Axes: B batch, K codebooks, F frames, G codebooks predicted in one pass, V codebook size.
+
+Codebook 1 (index 0) starts fully masked and is filled in ``steps`` passes:
+each pass samples a candidate for every masked position, scores it by its
+log-probability (plus Gumbel noise that fades over the steps), and fixes the
+most confident ones so that the number still masked follows a cosine
+schedule and reaches 0 after exactly ``steps`` passes. Tokens once fixed
+never change. Codebooks 2..K are then predicted coarse-to-fine in
+``fine_passes`` passes (1 = all at once, K-1 = one codebook per pass),
+greedily by default. Optional classifier-free guidance mixes conditional and
+unconditional logits: ``cond + guidance * (cond - uncond)``.
+
+Masked positions are ``MASK`` (-1) in the NumPy token arrays; the backend
+maps them to its mask embedding. Positions the caller fills in beforehand
+(a prompt, padding) are never touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from tokenspeech.decoding.sampling import SamplingOptions, log_softmax, select_tokens
+
+MASK = -1
+StateT = TypeVar("StateT")
+
+
+class MaskedModel(Protocol[StateT]):
+    """A masked-token model over whole sequences (or one block: see :mod:`tokenspeech.decoding.semiar`)."""
+
+    def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: StateT,
+               unconditional: bool = False) -> tuple[np.ndarray, StateT]:
+        """``tokens [B, K, F] int64`` (``MASK`` = unknown) -> ``logits [B, G, F, V] float32`` for ``codebooks``.
+
+        ``unconditional`` asks for the logits without the text/speaker
+        conditioning (classifier-free guidance). Returns the (possibly updated) state.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class MaskedDecodingOptions:
+    """How to unmask; ``guidance == 0`` skips the unconditional pass."""
+
+    steps: int = 8  # passes for the first codebook
+    fine_passes: int = 1  # passes for codebooks 2..K (1 = all at once)
+    sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(temperature=1.0))
+    fine_sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(temperature=0.0))
+    noise: float = 1.0  # Gumbel noise scale on confidences at the first step, fading linearly to 0
+    guidance: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if self.fine_passes < 1:
+            raise ValueError("fine_passes must be >= 1")
+        if self.noise < 0 or self.guidance < 0:
+            raise ValueError("noise and guidance must be >= 0")
+
+
+@dataclass(frozen=True)
+class MaskedStep:
+    """The tokens ``[B, K, F]`` (and model state) after one model pass that filled ``codebooks``."""
+
+    codebooks: tuple[int, ...]
+    step: int  # pass number within the first codebook, or fine pass number
+    tokens: np.ndarray
+    state: object
+
+
+def cosine_schedule(masked: int, steps: int) -> np.ndarray:
+    """Positions still masked after each of ``steps`` passes, starting from ``masked`` ``[steps] int64``.
+
+    ``floor(masked * cos(pi/2 * (s + 1) / steps))``, but at least one fewer
+    each pass while any remain (so ``masked >= steps`` unmasks at least one
+    per pass); the last entry is 0.
+    """
+    s = np.arange(1, steps + 1)
+    remaining = np.floor(masked * np.cos(0.5 * math.pi * s / steps)).astype(np.int64)
+    remaining = np.minimum(remaining, np.maximum(masked - s, 0))
+    remaining[-1] = 0
+    return remaining
+
+
+class MaskedIterativeDecoder:
+    """Fills every ``MASK`` of a ``[B, K, F]`` token array by iterative parallel decoding."""
+
+    def __init__(self, options: MaskedDecodingOptions) -> None:
+        self.options = options
+
+    def run(self, model: MaskedModel, state: object, tokens: np.ndarray,
+            rng: np.random.Generator | None = None) -> tuple[np.ndarray, object]:
+        """Decode to the end; returns ``(tokens [B, K, F] without MASK, final state)``."""
+        result = np.asarray(tokens, dtype=np.int64)
+        for step in self.iterate(model, state, tokens, rng):
+            result, state = step.tokens, step.state
+        return result, state
+
+    def iterate(self, model: MaskedModel, state: object, tokens: np.ndarray,
+                rng: np.random.Generator | None = None) -> Iterator[MaskedStep]:
+        """Yield the tokens (and state) after every model pass; see the module docstring."""
+        rng = rng if rng is not None else np.random.default_rng(self.options.seed)
+        tokens = np.array(tokens, dtype=np.int64, copy=True)
+        if tokens.ndim != 3:
+            raise ValueError(f"tokens must be [B, K, F], got shape {tokens.shape}")
+        masked0 = tokens[:, 0] == MASK  # [B, F]
+        if masked0.any():
+            schedules = [cosine_schedule(int(m), self.options.steps) for m in masked0.sum(axis=1)]
+            for step in range(self.options.steps):
+                logits, state = self._logits(model, tokens, (0,), state)
+                tokens = self._unmask_step(tokens, logits[:, 0], [s[step] for s in schedules], step, rng)
+                yield MaskedStep((0,), step, tokens.copy(), state)
+        fine = [int(k) for k in range(1, tokens.shape[1]) if (tokens[:, k] == MASK).any()]
+        for step, group in enumerate(np.array_split(np.array(fine, dtype=np.int64), self.options.fine_passes)):
+            if len(group) == 0:
+                continue
+            codebooks = tuple(int(k) for k in group)
+            logits, state = self._logits(model, tokens, codebooks, state)
+            chosen = select_tokens(logits, self.options.fine_sampling, rng)  # [B, G, F]
+            for g, k in enumerate(codebooks):
+                tokens[:, k] = np.where(tokens[:, k] == MASK, chosen[:, g], tokens[:, k])
+            yield MaskedStep(codebooks, step, tokens.copy(), state)
+
+    def _logits(self, model: MaskedModel, tokens: np.ndarray, codebooks: tuple[int, ...],
+                state: object) -> tuple[np.ndarray, object]:
+        logits, state = model.logits(tokens, codebooks, state)
+        logits = logits.astype(np.float32, copy=False)
+        if self.options.guidance > 0:
+            uncond, state = model.logits(tokens, codebooks, state, unconditional=True)
+            logits = logits + self.options.guidance * (logits - uncond.astype(np.float32, copy=False))
+        return logits, state
+
+    def _unmask_step(self, tokens: np.ndarray, logits: np.ndarray, remaining: Sequence[int], step: int,
+                     rng: np.random.Generator) -> np.ndarray:
+        """Fix the most confident candidates of codebook 0 so that ``remaining[b]`` stay masked in row ``b``."""
+        masked = tokens[:, 0] == MASK  # [B, F]
+        candidates = select_tokens(logits, self.options.sampling, rng)  # [B, F]
+        confidence = np.take_along_axis(log_softmax(logits), candidates[..., None], axis=-1)[..., 0]
+        scale = self.options.noise * (1.0 - (step + 1) / self.options.steps)
+        if scale > 0:
+            confidence = confidence + scale * rng.gumbel(size=confidence.shape)
+        confidence = np.where(masked, confidence, -np.inf)
+        rank = np.argsort(np.argsort(-confidence, axis=1, kind="stable"), axis=1, kind="stable")  # 0 = best
+        fix_count = masked.sum(axis=1) - np.asarray(remaining, dtype=np.int64)  # [B]
+        fix = masked & (rank < fix_count[:, None])
+        out = tokens.copy()
+        out[:, 0] = np.where(fix, candidates, tokens[:, 0])
+        return out

@@ -1,0 +1,96 @@
+"""Semi-autoregressive (blockwise) decoding over a :class:`BlockModel`. NumPy only.
+
+Axes: B batch, K codebooks, S frames of one block, G codebooks per pass, V codebook size.
+
+Frames are produced in blocks of ``block_frames``: each block is decoded in
+parallel by :class:`MaskedIterativeDecoder` (a few passes), attending to
+every earlier block and to itself; then it is committed to the model's
+context (a KV cache) and yielded, so a consumer (the codec's streaming
+decoder) can turn it into audio while the next block is generated.
+
+Each block draws its random numbers from its own generator seeded by
+``(seed, block index)``, so the tokens do not depend on how far a consumer
+has read: a stream and a one-shot run give identical tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from tokenspeech.decoding.masked import MASK, MaskedDecodingOptions, MaskedIterativeDecoder
+
+StateT = TypeVar("StateT")
+
+
+class BlockModel(Protocol[StateT]):
+    """A masked-token model that extends a cached context one block at a time."""
+
+    def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: StateT,
+                     unconditional: bool = False) -> tuple[np.ndarray, StateT]:
+        """Block ``tokens [B, K, S]`` at frames ``start..start+S-1`` -> ``logits [B, G, S, V]``, state.
+
+        The block sees the committed context and itself; nothing later.
+        """
+        ...
+
+    def commit(self, tokens: np.ndarray, start: int, state: StateT) -> StateT:
+        """Append the finished block ``tokens [B, K, S]`` (no ``MASK``) to the context."""
+        ...
+
+
+@dataclass(frozen=True)
+class SemiARDecodingOptions:
+    """Block size in frames and how each block is unmasked."""
+
+    block_frames: int = 8
+    masked: MaskedDecodingOptions = field(default_factory=lambda: MaskedDecodingOptions(steps=4))
+
+    def __post_init__(self) -> None:
+        if self.block_frames < 1:
+            raise ValueError("block_frames must be >= 1")
+
+
+class _BlockView:
+    """A :class:`BlockModel` seen as a :class:`MaskedModel` over one block at ``start``."""
+
+    def __init__(self, model: BlockModel, start: int) -> None:
+        self.model = model
+        self.start = start
+
+    def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: object,
+               unconditional: bool = False) -> tuple[np.ndarray, object]:
+        return self.model.block_logits(tokens, self.start, codebooks, state, unconditional)
+
+
+class SemiARDecoder:
+    """Decodes ``frames`` frames block by block; see the module docstring."""
+
+    def __init__(self, options: SemiARDecodingOptions) -> None:
+        self.options = options
+        self.masked = MaskedIterativeDecoder(options.masked)
+
+    def blocks(self, frames: int) -> list[tuple[int, int]]:
+        """``(start, length)`` of every block; the last one may be shorter."""
+        size = self.options.block_frames
+        return [(start, min(size, frames - start)) for start in range(0, frames, size)]
+
+    def iterate(self, model: BlockModel, state: object, batch: int, codebooks: int,
+                frames: int) -> Iterator[np.ndarray]:
+        """Yield each finished block ``[B, K, S] int64`` as soon as it is committed."""
+        for index, (start, length) in enumerate(self.blocks(frames)):
+            rng = np.random.default_rng([self.options.masked.seed, index])
+            tokens = np.full((batch, codebooks, length), MASK, dtype=np.int64)
+            tokens, state = self.masked.run(_BlockView(model, start), state, tokens, rng)
+            state = model.commit(tokens, start, state)
+            yield tokens
+
+    def run(self, model: BlockModel, state: object, batch: int, codebooks: int, frames: int) -> np.ndarray:
+        """All blocks concatenated: ``[B, K, frames]``."""
+        blocks = list(self.iterate(model, state, batch, codebooks, frames))
+        if not blocks:
+            return np.zeros((batch, codebooks, 0), dtype=np.int64)
+        return np.concatenate(blocks, axis=2)

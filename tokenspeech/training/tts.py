@@ -1,0 +1,535 @@
+"""The TTS training recipe: ``train_tts(TtsTrainOptions)``, four resumable phases in one run folder.
+
+1. **codes** - encode the corpus with the codec once (``cache/codes-<split>.npz``).
+2. **aligner** - train the RAD-TTS-style aligner (forward-sum loss, beta-binomial
+   prior) on 100 Hz log-mels for ``aligner_steps`` steps (``aligner.pt``).
+3. **durations** - Viterbi (MAS) durations per phoneme at 100 Hz, rounded to
+   25 Hz codec frames (``cache/durations-<split>.npz``).
+4. **tts** - text encoder + duration predictor + masked codec transformer +
+   AR codec LM, jointly. Each step, per utterance:
+
+   - a stage ``k`` (codebook 1 with ``first_codebook_prob``, else uniform
+     over 2..K): codebooks < k given, codebook k masked at a ratio
+     ``cos(pi/2 u)``, codebooks > k fully masked (MaskGCT/SoundStorm);
+   - with ``block_prob`` a semi-AR item: a random block size and block;
+     earlier blocks show only their first ``context_codebooks`` codebooks,
+     attention is block-causal, the loss covers that block only; otherwise
+     full attention over the utterance;
+   - with ``uncond_prob`` the conditioning is replaced by the null vector
+     (classifier-free guidance);
+
+   loss = CE(stage codebook, masked) + CE(later codebooks) + ar_weight * CE(AR LM)
+   + duration_weight * MSE(log(1 + d)).
+
+Every random choice is seeded by ``(seed, step)`` and batches are a pure
+function of the step, so ``resume=True`` continues exactly. ``last.pt`` is
+written atomically every ``checkpoint_every`` steps; ``train_log.jsonl`` gets
+one JSON line per log interval and evaluation; ``tts.safetensors`` +
+``tts.json`` are exported every ``export_every`` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tokenspeech.codecs.base import CodecInfo
+from tokenspeech.errors import ConfigError
+from tokenspeech.features import MelConfig
+from tokenspeech.models.aligner import Aligner, AlignerConfig, forward_sum_loss
+from tokenspeech.models.frontend import LogMel
+from tokenspeech.models.tts import TtsConfig, TtsModel, block_causal_mask, count_parameters
+from tokenspeech.text.vocab import Vocabulary, phoneme_vocabulary
+from tokenspeech.training.tts_data import (
+    BatchStream,
+    TokenCache,
+    TtsBatch,
+    Utterance,
+    align_cache,
+    encode_codes,
+    make_batch,
+    mel_batch,
+    pad_stack,
+    read_utterances,
+)
+from tokenspeech.tts.model_io import save_tts_model
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "last.pt"
+ALIGNER_NAME = "aligner.pt"
+LOG_NAME = "train_log.jsonl"
+SPLITS = ("train", "dev")
+
+
+@dataclass(frozen=True)
+class MaskingOptions:
+    """How training inputs are masked (see the module docstring)."""
+
+    first_codebook_prob: float = 0.5
+    block_prob: float = 0.4
+    block_sizes: tuple[int, ...] = (4, 8, 16)
+    uncond_prob: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("first_codebook_prob", "block_prob", "uncond_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"MaskingOptions.{name} must be in [0, 1]")
+        if not self.block_sizes or min(self.block_sizes) < 1:
+            raise ConfigError("MaskingOptions.block_sizes must be positive frame counts")
+
+
+def _default_model() -> TtsConfig:
+    return TtsConfig(num_phonemes=1, num_voices=1)
+
+
+@dataclass(frozen=True)
+class TtsTrainOptions:
+    """Everything a TTS training run depends on; validated on construction.
+
+    ``model`` gives the dimensions; its ``num_phonemes``, ``num_voices``,
+    ``num_codebooks`` and ``codebook_size`` are filled in from the data and
+    ``codebooks``. ``aligner.num_phonemes`` likewise.
+    """
+
+    corpus: Path  # corpus folder (train.jsonl + dev.jsonl, or done.jsonl) or a JSONL listing
+    out: Path  # run folder
+    codec: Path | None = None  # tscodec weights (default: tokenspeech/assets/tscodec)
+    voices: tuple[str, ...] = ("joe", "espeak-us", "espeak-gb-f")
+    codebooks: int = 6
+    max_seconds: float = 20.0
+    model: TtsConfig = field(default_factory=_default_model)
+    aligner: AlignerConfig = field(default_factory=lambda: AlignerConfig(num_phonemes=1))
+    aligner_steps: int = 1500
+    aligner_batch_size: int = 16
+    aligner_max_seconds: float = 10.0
+    aligner_lr: float = 1e-3
+    steps: int = 20000
+    stop_at: int = 0  # > 0: stop (checkpointed) at this step although the schedule runs to `steps`; resume later
+    time_limit_minutes: float | None = None  # stop the TTS phase (checkpointed, exported) after this wall time
+    max_batch_frames: int = 3000  # padded 25 Hz frames per batch (3000 = 2 minutes of audio)
+    lr: float = 5e-4
+    warmup: int = 500
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    masking: MaskingOptions = field(default_factory=MaskingOptions)
+    ar_weight: float = 1.0
+    duration_weight: float = 1.0
+    threads: int = 2
+    seed: int = 0
+    resume: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 200
+    export_every: int = 1000
+    eval_utterances: int = 64
+
+    def __post_init__(self) -> None:
+        positive = ("codebooks", "aligner_batch_size", "steps", "max_batch_frames", "threads", "log_every",
+                    "checkpoint_every", "export_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TtsTrainOptions.{name} must be >= 1, got {getattr(self, name)}")
+        if self.aligner_steps < 0 or self.warmup < 0 or self.eval_utterances < 0 or self.stop_at < 0:
+            raise ConfigError("aligner_steps, warmup, eval_utterances and stop_at must be >= 0")
+        if not self.voices:
+            raise ConfigError("TtsTrainOptions.voices must name at least one voice")
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            raise ConfigError(f"time_limit_minutes must be > 0, got {self.time_limit_minutes}")
+        if self.lr <= 0 or self.aligner_lr <= 0 or self.max_seconds <= 0:
+            raise ConfigError("learning rates and max_seconds must be > 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+@dataclass(frozen=True)
+class TtsTrainResult:
+    steps: int
+    weights: Path
+    card: Path
+    dev: dict[str, float]
+
+
+@dataclass
+class PreparedData:
+    """The cached corpus: vocabulary, voices, codec, token caches and the audio paths behind them."""
+
+    vocabulary: Vocabulary
+    voices: tuple[str, ...]
+    codec: CodecInfo
+    caches: dict[str, TokenCache]
+    paths: dict[str, list[Path]]
+    hours: dict[str, float]
+
+
+# ----------------------------------------------------------------------------- logging / checkpoints
+
+
+class RunLog:
+    """Appends JSON lines to ``train_log.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, **record: Any) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- phase 1: codes
+
+
+def _load_codec(options: TtsTrainOptions, codec: Any | None) -> Any:
+    if codec is not None:
+        return codec
+    from tokenspeech.codecs.native import load_native_codec
+
+    return load_native_codec(options.codec)
+
+
+def prepare_data(options: TtsTrainOptions, codec: Any | None = None) -> PreparedData:
+    """Phase 1: read the corpus and encode it (reusing ``out/cache`` when it matches the corpus)."""
+    cache_dir = options.out / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rows = {split: read_utterances(options.corpus, split, options.voices, options.max_seconds) for split in SPLITS}
+    if not rows["train"]:
+        raise ConfigError(f"{options.corpus}: no train rows for voices {', '.join(options.voices)}")
+    voices = tuple(v for v in options.voices if any(u.voice == v for u in rows["train"]))
+    if len(voices) < len(options.voices):
+        logger.warning("no train rows for voices %s; training without them",
+                       ", ".join(sorted(set(options.voices) - set(voices))))
+    meta_path = cache_dir / "meta.json"
+    listing = {split: [u.id for u in rows[split]] for split in SPLITS}
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if meta is None or meta.get("listing") != listing or meta.get("codebooks") != options.codebooks:
+        if meta is not None:
+            logger.warning("the corpus or codebooks changed since %s was written: re-encoding", cache_dir)
+        codec = _load_codec(options, codec)
+        vocabulary = phoneme_vocabulary(u.phonemes for split in SPLITS for u in rows[split])
+        for split in SPLITS:
+            started = time.time()
+            count = encode_codes(rows[split], codec, options.codebooks, voices, vocabulary,
+                                 cache_dir / f"codes-{split}.npz")
+            logger.info("encoded %d %s utterances in %.0f s", count, split, time.time() - started)
+            (cache_dir / f"durations-{split}.npz").unlink(missing_ok=True)
+        meta = {"version": 1, "codec": codec.info.to_json(), "codebooks": options.codebooks, "voices": list(voices),
+                "vocabulary": vocabulary.to_json(), "listing": listing, "corpus": str(options.corpus)}
+        tmp = meta_path.with_name(".meta.json.partial")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    caches = {split: TokenCache.load(cache_dir / f"codes-{split}.npz") for split in SPLITS}
+    by_id = {u.id: u for split in SPLITS for u in rows[split]}
+    paths = {split: [by_id[str(i)].path for i in caches[split].ids] for split in SPLITS}
+    hours = {split: float(caches[split].frames().sum()) / (25 * 3600) for split in SPLITS}
+    return PreparedData(Vocabulary.from_json(meta["vocabulary"]), tuple(meta["voices"]),
+                        CodecInfo.from_json(meta["codec"]), caches, paths, hours)
+
+
+# ----------------------------------------------------------------------------- phase 2-3: alignment
+
+
+def train_aligner(options: TtsTrainOptions, data: PreparedData, log: RunLog) -> Aligner:
+    """Phase 2: train (or resume, or just load) the aligner in ``out/aligner.pt``."""
+    path = options.out / ALIGNER_NAME
+    config = replace(options.aligner, num_phonemes=len(data.vocabulary))
+    aligner = Aligner(config)
+    optimizer = torch.optim.AdamW(aligner.parameters(), lr=options.aligner_lr, weight_decay=options.weight_decay,
+                                  foreach=True)
+    step = 0
+    if path.is_file():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        aligner.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step = checkpoint["step"]
+    cache, paths = data.caches["train"], data.paths["train"]
+    short = [i for i in range(len(cache)) if cache.mel_frames[i] <= options.aligner_max_seconds * 100] or list(
+        range(len(cache)))
+    frontend = LogMel(MelConfig())
+    if step == 0 and options.aligner_steps > 0:
+        rng = np.random.default_rng([options.seed, 7])
+        sample = rng.choice(short, size=min(64, len(short)), replace=False)
+        aligner.set_mel_statistics(*mel_batch([paths[i] for i in sample], frontend))
+    aligner.train()
+    started = time.time()
+    while step < options.aligner_steps:
+        rng = np.random.default_rng([options.seed, 1, step])
+        rows = [int(r) for r in rng.choice(short, size=min(options.aligner_batch_size, len(short)), replace=False)]
+        mel, mel_lengths = mel_batch([paths[i] for i in rows], frontend)
+        phonemes = pad_stack([cache.phoneme_ids(i) for i in rows])
+        lengths = torch.tensor([len(cache.phoneme_ids(i)) for i in rows])
+        loss = forward_sum_loss(aligner(phonemes, lengths, mel, mel_lengths), lengths, mel_lengths,
+                                config.blank_logprob)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(aligner.parameters(), options.grad_clip)
+        optimizer.step()
+        step += 1
+        if step % options.log_every == 0 or step == options.aligner_steps:
+            log.write(phase="aligner", step=step, forward_sum=loss.item(), seconds=time.time() - started)
+            logger.info("aligner step %d: forward-sum loss %.4f", step, loss.item())
+        if step % options.checkpoint_every == 0 or step == options.aligner_steps:
+            _atomic_torch_save({"version": CHECKPOINT_VERSION, "config": config.to_json(), "step": step,
+                                "model": aligner.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    return aligner.eval()
+
+
+def align_data(options: TtsTrainOptions, data: PreparedData, aligner: Aligner) -> None:
+    """Phase 3: durations for every cached split (skipped when ``cache/durations-<split>.npz`` exists)."""
+    frontend = LogMel(MelConfig())
+    for split in SPLITS:
+        path = options.out / "cache" / f"durations-{split}.npz"
+        if not path.is_file():
+            started = time.time()
+            align_cache(data.caches[split], data.paths[split], aligner, frontend, path)
+            logger.info("aligned %s in %.0f s", split, time.time() - started)
+        data.caches[split] = TokenCache.load(options.out / "cache" / f"codes-{split}.npz", path)
+
+
+# ----------------------------------------------------------------------------- phase 4: the TTS model
+
+
+@dataclass(frozen=True)
+class MaskedInputs:
+    """Inputs and loss positions of the masked codec transformer for one batch."""
+
+    codes: Tensor  # [B, K, F] with mask_id where hidden
+    stage_target: Tensor  # [B, K, F] bool: masked positions of each item's stage codebook
+    later_target: Tensor  # [B, K, F] bool: positions of the codebooks after the stage (all masked)
+    attention: Tensor  # [B, 1, F, F] bool
+    uncond: Tensor  # [B] bool: use the null conditioning
+
+
+def masked_inputs(codes: Tensor, lengths: Tensor, options: MaskingOptions, config: TtsConfig,
+                  rng: np.random.Generator) -> MaskedInputs:
+    """Draw each item's stage, mask ratio, attention mode and guidance drop (see the module docstring)."""
+    batch, codebooks, frames = codes.shape
+    mask_id = config.mask_id
+    inputs = codes.clone()
+    stage_target = torch.zeros(codes.shape, dtype=torch.bool)
+    later_target = torch.zeros(codes.shape, dtype=torch.bool)
+    block = torch.full((batch,), max(frames, 1), dtype=torch.long)
+    uncond = torch.zeros(batch, dtype=torch.bool)
+    for b in range(batch):
+        length = int(lengths[b])
+        k = 0 if codebooks == 1 or rng.random() < options.first_codebook_prob else int(rng.integers(1, codebooks))
+        lo, hi = 0, length
+        if rng.random() < options.block_prob:
+            size = int(rng.choice(options.block_sizes))
+            index = int(rng.integers(0, math.ceil(length / size)))
+            lo, hi = index * size, min(length, (index + 1) * size)
+            block[b] = size
+            inputs[b, config.context_codebooks:, :lo] = mask_id
+        count = max(1, math.ceil(math.cos(0.5 * math.pi * rng.random()) * (hi - lo)))
+        positions = torch.from_numpy(lo + rng.permutation(hi - lo)[:count])
+        inputs[b, k, positions] = mask_id
+        stage_target[b, k, positions] = True
+        inputs[b, k + 1:, lo:hi] = mask_id
+        later_target[b, k + 1:, lo:hi] = True
+        inputs[b, :, hi:] = mask_id
+        uncond[b] = bool(rng.random() < options.uncond_prob)
+    return MaskedInputs(inputs, stage_target, later_target, block_causal_mask(frames, block, lengths), uncond)
+
+
+def _masked_ce(logits: Tensor, codes: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy of ``logits [B, K, F, V]`` at ``where [B, K, F]``."""
+    if not bool(where.any()):
+        zero = logits.new_zeros(())
+        return zero, zero
+    selected = logits[where]
+    target = codes[where]
+    return F.cross_entropy(selected, target), (selected.argmax(-1) == target).float().mean()
+
+
+def tts_losses(model: TtsModel, batch: TtsBatch, options: TtsTrainOptions, rng: np.random.Generator) -> dict[str,
+                                                                                                          Tensor]:
+    """Every loss term of one batch (``total`` included)."""
+    h, log_durations = model.encode_text(batch.phonemes, batch.voice, batch.phoneme_lengths)
+    phoneme_valid = torch.arange(batch.phonemes.shape[1])[None, :] < batch.phoneme_lengths[:, None]
+    duration = F.mse_loss(log_durations[phoneme_valid], torch.log1p(batch.durations.float())[phoneme_valid])
+    frames = batch.codes.shape[2]
+    cond, _ = model.condition(h, batch.durations, batch.voice, frames)
+    masked = masked_inputs(batch.codes, batch.frame_lengths, options.masking, model.config, rng)
+    codec_cond = torch.where(masked.uncond[:, None, None], model.conditioner.unconditional(cond), cond)
+    logits = model.codec.heads(model.codec(masked.codes, codec_cond, masked.attention))  # [B, K, F, V]
+    stage, stage_accuracy = _masked_ce(logits, batch.codes, masked.stage_target)
+    later, _ = _masked_ce(logits, batch.codes, masked.later_target)
+    losses = {"duration": duration, "stage": stage, "later": later, "stage_accuracy": stage_accuracy}
+    total = stage + later + options.duration_weight * duration
+    if model.ar is not None:
+        bos = torch.full((batch.codes.shape[0], 1), model.config.mask_id, dtype=torch.long)
+        previous = torch.cat([bos, batch.codes[:, 0, :-1]], dim=1)
+        ar_logits = model.ar(previous, cond, batch.frame_lengths)
+        frame_valid = torch.arange(frames)[None, :] < batch.frame_lengths[:, None]
+        losses["ar"] = F.cross_entropy(ar_logits[frame_valid], batch.codes[:, 0][frame_valid])
+        total = total + options.ar_weight * losses["ar"]
+    losses["total"] = total
+    return losses
+
+
+def _lr(options: TtsTrainOptions, step: int) -> float:
+    if step < options.warmup:
+        return options.lr * (step + 1) / options.warmup
+    progress = min(1.0, (step - options.warmup) / max(1, options.steps - options.warmup))
+    return options.lr * (options.min_lr_ratio + (1 - options.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def evaluate(model: TtsModel, cache: TokenCache, options: TtsTrainOptions) -> dict[str, float]:
+    """Mean dev losses over the first ``eval_utterances`` (fixed masks, so comparable across steps)."""
+    count = min(options.eval_utterances, len(cache))
+    if count == 0:
+        return {}
+    model.eval()
+    rng = np.random.default_rng([options.seed, 99])
+    totals: dict[str, float] = {}
+    batches = [list(range(i, min(i + 8, count))) for i in range(0, count, 8)]
+    for rows in batches:
+        for name, value in tts_losses(model, make_batch(cache, rows), options, rng).items():
+            totals[name] = totals.get(name, 0.0) + float(value) * len(rows)
+    model.train()
+    return {f"dev_{name}": value / count for name, value in totals.items()}
+
+
+class _TtsRun:
+    """The state of phase 4: model, optimiser, step; checkpoint and export."""
+
+    def __init__(self, options: TtsTrainOptions, data: PreparedData, log: RunLog) -> None:
+        self.options, self.data, self.log = options, data, log
+        config = replace(options.model, num_phonemes=len(data.vocabulary), num_voices=len(data.voices),
+                         num_codebooks=options.codebooks, codebook_size=data.codec.codebook_size)
+        torch.manual_seed(options.seed)
+        self.model = TtsModel(config)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr, foreach=True,
+                                           weight_decay=options.weight_decay, betas=(0.9, 0.98))
+        self.step = 0
+        self.dev: dict[str, float] = {}
+        checkpoint_path = options.out / CHECKPOINT_NAME
+        if checkpoint_path.is_file():
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            if checkpoint.get("version") != CHECKPOINT_VERSION or checkpoint["config"] != config.to_json():
+                raise ConfigError(f"{checkpoint_path} was written by a different model configuration; "
+                                  "use a new --out folder")
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.step = checkpoint["step"]
+            self.dev = checkpoint.get("dev", {})
+            logger.info("resumed the TTS model at step %d", self.step)
+
+    def checkpoint(self) -> None:
+        _atomic_torch_save({"version": CHECKPOINT_VERSION, "config": self.model.config.to_json(), "step": self.step,
+                            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                            "dev": self.dev, "options": self.options.to_json()}, self.options.out / CHECKPOINT_NAME)
+
+    def export(self) -> Path:
+        training = {"corpus": str(self.options.corpus), "voices": list(self.data.voices),
+                    "hours": self.data.hours, "utterances": {s: len(c) for s, c in self.data.caches.items()},
+                    "steps": self.step, "aligner_steps": self.options.aligner_steps,
+                    "codebooks": self.options.codebooks, "options": self.options.to_json()}
+        return save_tts_model(self.model, self.options.out / "tts", self.data.vocabulary, self.data.voices,
+                              self.data.codec, training=training, metrics=self.dev)
+
+    def train_step(self, stream: BatchStream) -> dict[str, float]:
+        options = self.options
+        batch = stream.batch(self.step)
+        torch.manual_seed(_seed(options.seed, 2, self.step))  # dropout
+        rng = np.random.default_rng([options.seed, 3, self.step])  # masks
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr(options, self.step)
+        losses = tts_losses(self.model, batch, options, rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), options.grad_clip)
+        if torch.isfinite(norm):
+            self.optimizer.step()
+        else:
+            logger.warning("step %d: non-finite gradient, update skipped", self.step)
+        self.step += 1
+        return {name: value.item() for name, value in losses.items()} | {"grad_norm": norm.item()}
+
+
+def train_model(options: TtsTrainOptions, data: PreparedData, log: RunLog) -> TtsTrainResult:
+    """Phase 4: the TTS networks, resumable from ``last.pt``."""
+    run = _TtsRun(options, data, log)
+    logger.info("TTS model: %.2f M parameters, %d train utterances (%.1f h)", count_parameters(run.model) / 1e6,
+                len(data.caches["train"]), data.hours["train"])
+    stream = BatchStream(data.caches["train"], options.max_batch_frames, options.seed)
+    run.model.train()
+    started, window = time.time(), []
+    last = min(options.steps, options.stop_at) if options.stop_at else options.steps
+    deadline = None if options.time_limit_minutes is None else started + 60 * options.time_limit_minutes
+    while run.step < last:
+        window.append(run.train_step(stream))
+        if deadline is not None and time.time() > deadline:
+            logger.info("time limit reached at step %d; checkpointing (resume with --resume)", run.step)
+            last = run.step
+        if run.step % options.log_every == 0 or run.step == last:
+            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            log.write(phase="tts", step=run.step, lr=_lr(options, run.step - 1),
+                      seconds=time.time() - started, **mean)
+            logger.info("tts step %d: total %.3f stage %.3f acc %.3f ar %.3f duration %.3f", run.step, mean["total"],
+                        mean["stage"], mean["stage_accuracy"], mean.get("ar", 0.0), mean["duration"])
+            window = []
+        if run.step % options.checkpoint_every == 0 or run.step == last:
+            run.dev = evaluate(run.model, data.caches["dev"], options)
+            log.write(phase="tts", step=run.step, **run.dev)
+            run.checkpoint()
+        if run.step % options.export_every == 0 and run.step < last:
+            run.export()
+    weights = run.export()
+    return TtsTrainResult(run.step, weights, weights.with_suffix(".json"), run.dev)
+
+
+def train_tts(options: TtsTrainOptions, codec: Any | None = None) -> TtsTrainResult:
+    """Run every phase that is not done yet; ``codec`` overrides loading ``options.codec`` (tests)."""
+    if (options.out / CHECKPOINT_NAME).is_file() and not options.resume:
+        raise ConfigError(f"{options.out} already holds a TTS run ({CHECKPOINT_NAME}); pass resume=True "
+                          "(--resume) to continue it or choose another output folder")
+    options.out.mkdir(parents=True, exist_ok=True)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
+    try:
+        log = RunLog(options.out / LOG_NAME)
+        data = prepare_data(options, codec)
+        aligner = train_aligner(options, data, log)
+        align_data(options, data, aligner)
+        return train_model(options, data, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+__all__ = [
+    "MaskingOptions",
+    "TtsTrainOptions",
+    "TtsTrainResult",
+    "Utterance",
+    "align_data",
+    "masked_inputs",
+    "prepare_data",
+    "train_aligner",
+    "train_model",
+    "train_tts",
+    "tts_losses",
+]

@@ -1,0 +1,71 @@
+"""``tokenspeech train tts``: the TTS recipe (codes -> aligner -> durations -> model), resumable.
+
+Examples:
+  tokenspeech train tts --corpus /work/corpus --codec runs/codec/tscodec.safetensors --out runs/tts
+  tokenspeech train tts --corpus /work/corpus --codec runs/codec/tscodec.safetensors --out runs/tts --resume
+  tokenspeech train tts --corpus tests/fixtures/corpus --out /tmp/tts-smoke --steps 20 --aligner-steps 20
+
+The run folder holds cache/ (codec codes, durations, meta.json; computed once
+and reused), aligner.pt, train_log.jsonl, last.pt (checkpoint) and
+tts.safetensors + tts.json (the exported model; copy both into
+tokenspeech/assets/ to make it the default). Options left out take the
+recipe's defaults (tokenspeech.training.tts.TtsTrainOptions).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# CLI flag -> TtsTrainOptions field, for the optional numeric flags.
+_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--steps", int, "TTS optimiser steps (a resumed run stops at the same total)"),
+    ("--stop-at", int, "stop (checkpointed) at this step this time; --resume continues to --steps"),
+    ("--time-limit-minutes", float, "stop the TTS phase after this wall time (checkpointed; --resume continues)"),
+    ("--aligner-steps", int, "aligner optimiser steps (phase 2)"),
+    ("--codebooks", int, "codec codebooks to model (6 = 1.5 kbps with tscodec)"),
+    ("--max-batch-frames", int, "padded 25 Hz frames per batch"),
+    ("--max-seconds", float, "skip utterances longer than this"),
+    ("--lr", float, "peak learning rate (AdamW)"),
+    ("--warmup", int, "linear warm-up steps"),
+    ("--threads", int, "torch CPU threads"),
+    ("--seed", int, "seed of batches, masks and initialisation"),
+    ("--log-interval", int, "steps between log lines"),
+    ("--checkpoint-interval", int, "steps between dev evaluations + checkpoints (last.pt)"),
+    ("--export-interval", int, "steps between exports of tts.safetensors"),
+)
+_FIELDS = {"--log-interval": "log_every", "--checkpoint-interval": "checkpoint_every",
+           "--export-interval": "export_every"}
+
+
+def _field(flag: str) -> str:
+    return _FIELDS.get(flag, flag.lstrip("-").replace("-", "_"))
+
+
+def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``tts`` recipe to ``tokenspeech train``'s subparsers; returns its parser."""
+    parser = subparsers.add_parser("tts", help="train the TTS model (aligner, durations, AR/NAR/semi-AR)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, required=True,
+                        help="corpus folder (train.jsonl + dev.jsonl, else done.jsonl) or a JSONL listing")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--codec", type=Path, default=None, help="tscodec weights (default: the shipped codec)")
+    parser.add_argument("--voices", default=None, help="comma-separated voices (default: joe,espeak-us,espeak-gb-f)")
+    for flag, kind, text in _FLAGS:
+        parser.add_argument(flag, type=kind, default=None, help=text)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    parser.set_defaults(run=run_tts)
+    return parser
+
+
+def run_tts(args: argparse.Namespace) -> int:
+    from tokenspeech.training.tts import TtsTrainOptions, train_tts
+
+    given = {_field(flag): getattr(args, flag.lstrip("-").replace("-", "_")) for flag, _, _ in _FLAGS}
+    if args.voices:
+        given["voices"] = tuple(v.strip() for v in args.voices.split(",") if v.strip())
+    options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume,
+                              **{k: v for k, v in given.items() if v is not None})
+    result = train_tts(options)
+    print(f"trained {result.steps} steps; model written to {result.weights} and {result.card}")
+    return 0

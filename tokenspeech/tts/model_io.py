@@ -1,0 +1,135 @@
+"""Saving and loading TTS models: ``<name>.safetensors`` (fp16 weights) + ``<name>.json`` (model card).
+
+The card rebuilds the model without outside knowledge: :class:`TtsConfig`,
+the phoneme vocabulary, the voice names (in embedding order), the codec the
+tokens belong to and how many of its codebooks are used, the g2p voice,
+plus what it was trained on and how well it does. The default location is
+``tokenspeech/assets/tts.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenspeech.codecs.base import CodecInfo
+from tokenspeech.errors import ConfigError, ModelLoadError
+from tokenspeech.models.tts import TtsConfig, TtsModel, count_parameters
+from tokenspeech.text.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_NAME = "tts"
+G2P_LANGUAGE = "en-us"
+TRAIN_HINT = ("train one with `tokenspeech train tts --corpus CORPUS --codec CODEC --out DIR` and pass "
+              "--model DIR/tts.safetensors, or copy DIR/tts.safetensors and DIR/tts.json into tokenspeech/assets/")
+
+
+@dataclass(frozen=True)
+class TtsBundle:
+    """A loaded TTS model and everything its card says about it."""
+
+    model: TtsModel
+    phonemes: Vocabulary
+    voices: tuple[str, ...]
+    codec: CodecInfo  # the codec the tokens belong to (num_codebooks = its full count)
+    g2p_language: str = G2P_LANGUAGE
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def codebooks(self) -> int:
+        """Codebooks the model generates (the first ``K`` of the codec's)."""
+        return self.model.config.num_codebooks
+
+
+def default_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / f"{DEFAULT_NAME}.safetensors"
+
+
+def artifact_paths(path: str | Path | None) -> tuple[Path, Path]:
+    """``(weights, card)`` for ``x.safetensors``, ``x.json``, the stem ``x`` or a folder holding ``tts.*``."""
+    base = Path(path) if path is not None else default_path()
+    if base.is_dir():
+        base = base / DEFAULT_NAME
+    stem = base.with_suffix("") if base.suffix in (".safetensors", ".json") else base
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_tts_model(model: TtsModel, path: str | Path, phonemes: Vocabulary, voices: tuple[str, ...],
+                   codec: CodecInfo, training: dict[str, Any] | None = None,
+                   metrics: dict[str, Any] | None = None) -> Path:
+    """Write fp16 weights and the card beside them (each atomically); returns the weights path."""
+    from safetensors.torch import save_file
+
+    if len(voices) != model.config.num_voices:
+        raise ConfigError(f"{len(voices)} voice names for a model with {model.config.num_voices} voices")
+    if len(phonemes) != model.config.num_phonemes:
+        raise ConfigError(f"a vocabulary of {len(phonemes)} symbols for a model with {model.config.num_phonemes}")
+    weights, card_path = artifact_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous().cpu()
+               for name, t in model.state_dict().items()}
+    card = {
+        "format_version": FORMAT_VERSION, "kind": "tts", "config": model.config.to_json(),
+        "phoneme_vocabulary": phonemes.to_json(), "voices": list(voices),
+        "codec": {**codec.to_json(), "codebooks_used": model.config.num_codebooks},
+        "g2p": {"engine": "espeak-ng", "language": G2P_LANGUAGE},
+        "parameters": count_parameters(model), "weights_dtype": "float16",
+        "training": training or {}, "metrics": metrics or {},
+    }
+    _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)}))
+    _atomic(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=1, ensure_ascii=False, default=str) + "\n",
+                                                  encoding="utf-8"))
+    return weights
+
+
+def _read_card(card_path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{card_path}: unreadable model card ({error})") from error
+    if card.get("kind") != "tts" or card.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"{card_path}: not a TTS model card of format version {FORMAT_VERSION}")
+    return card
+
+
+def load_tts_model(path: str | Path | None = None) -> TtsBundle:
+    """Load weights + card (default: ``tokenspeech/assets/tts``) in eval mode, float32.
+
+    Raises :class:`ModelLoadError` when a file is missing or they do not match.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, card_path = artifact_paths(path)
+    missing = [str(p) for p in (weights, card_path) if not p.is_file()]
+    if missing:
+        raise ModelLoadError(f"TTS model not found: {', '.join(missing)} missing; {TRAIN_HINT}")
+    card = _read_card(card_path)
+    try:
+        config = TtsConfig.from_json(card["config"])
+        codec = CodecInfo.from_json(card["codec"])
+        model = TtsModel(config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        model.load_state_dict(state, strict=True)
+        bundle = TtsBundle(model.eval(), Vocabulary.from_json(card["phoneme_vocabulary"]), tuple(card["voices"]),
+                           codec, card.get("g2p", {}).get("language", G2P_LANGUAGE), card)
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, OSError) as error:
+        raise ModelLoadError(f"{weights}: weights do not match the card {card_path.name} ({error})") from error
+    if len(bundle.voices) != config.num_voices or len(bundle.phonemes) != config.num_phonemes:
+        raise ModelLoadError(f"{card_path}: voices/vocabulary sizes do not match the architecture")
+    logger.debug("loaded TTS model from %s", weights)
+    return bundle

@@ -1,0 +1,344 @@
+"""The synthesis pipeline: text -> sentences -> phonemes -> codec tokens -> audio.
+
+``Synthesizer.synthesize(text, options) -> AudioResult`` and
+``Synthesizer.stream(text, options) -> Iterator[AudioChunk]``. Both normalise
+the text, split it into sentences (long ones at commas or spaces), phonemise
+each with espeak-ng, predict durations (scaled by ``rate``), generate codec
+tokens with the chosen decoder and decode them with the codec.
+
+Decoders (``SynthesisOptions.decoder``):
+
+- ``nar``: masked iterative decoding of the whole sentence (``steps`` passes
+  for the first codebook, then ``fine_passes`` for the rest).
+- ``semiar``: blocks of ``block_frames`` frames (40 ms each), ``steps``
+  passes per block, each block attending to the earlier ones through a KV
+  cache; ``stream`` yields audio block by block (the low-latency path).
+- ``ar``: the causal codec LM samples the first codebook frame by frame
+  (KV cache, :class:`ARDecoder`), the masked model fills in the others.
+
+``stream`` runs one streaming codec decoder across all sentences, so its
+chunks join without seams; ``synthesize`` decodes all tokens at once, and
+the two agree to float rounding for the same options. Every random draw
+comes from generators seeded by ``(seed, sentence)`` (and block), so a
+fixed seed gives identical audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from tokenspeech.codecs.base import AudioTokenizer
+from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
+from tokenspeech.decoding.masked import MASK, MaskedDecodingOptions, MaskedIterativeDecoder
+from tokenspeech.decoding.sampling import SamplingOptions
+from tokenspeech.decoding.semiar import SemiARDecoder, SemiARDecodingOptions
+from tokenspeech.errors import ConfigError, ModelLoadError, TextError
+from tokenspeech.text.normalize import normalize_text
+from tokenspeech.tts.model_io import TtsBundle
+from tokenspeech.tts.torch_backend import Conditioning, TorchTtsBackend
+
+logger = logging.getLogger(__name__)
+
+DECODERS = ("nar", "semiar", "ar")
+DEFAULT_DECODER = "nar"
+DEFAULT_STEPS = {"nar": 8, "semiar": 4, "ar": 1}  # first-codebook passes (per block for semiar; unused by ar)
+MAX_TEXT_CHARS = 5000  # per request; longer texts must be sent as several requests
+MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or space (keeps each under ~20 s)
+MAX_STEPS = 64
+RATE_RANGE = (0.5, 2.0)
+MAX_BLOCK_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """Per-request options; checked by :func:`verify_options` (the one validation point)."""
+
+    voice: str = "joe"
+    decoder: str = DEFAULT_DECODER  # nar | semiar | ar
+    steps: int | None = None  # first-codebook passes (per block for semiar); None = decoder default
+    rate: float = 1.0  # speaking rate: 2.0 = twice as fast, 0.5 = half as fast
+    seed: int = 0
+    temperature: float = 0.8  # first codebook sampling (AR and masked); 0 = greedy
+    top_k: int = 50  # 0 = no cut
+    guidance: float = 0.0  # classifier-free guidance scale (nar, semiar); 0 = off (half the compute)
+    block_frames: int = 8  # semiar block size in 40 ms frames
+    fine_passes: int = 1  # passes for codebooks 2..K (nar, semiar, ar)
+
+    @property
+    def resolved_steps(self) -> int:
+        return DEFAULT_STEPS[self.decoder] if self.steps is None else self.steps
+
+
+def verify_options(options: SynthesisOptions, voices: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` naming the valid choices when ``options`` cannot be used with these voices."""
+    if options.voice not in voices:
+        raise ConfigError(f"unknown voice {options.voice!r}; this model has: {', '.join(voices)}")
+    if options.decoder not in DECODERS:
+        raise ConfigError(f"unknown decoder {options.decoder!r}; choose one of: {', '.join(DECODERS)}")
+    checks = [
+        (options.steps is None or 1 <= options.steps <= MAX_STEPS, f"steps must be 1..{MAX_STEPS}"),
+        (RATE_RANGE[0] <= options.rate <= RATE_RANGE[1], f"rate must be in {RATE_RANGE[0]}..{RATE_RANGE[1]}"),
+        (isinstance(options.seed, int) and options.seed >= 0, "seed must be a non-negative integer"),
+        (0.0 <= options.temperature <= 2.0, "temperature must be in 0..2"),
+        (options.top_k >= 0, "top_k must be >= 0"),
+        (0.0 <= options.guidance <= 10.0, "guidance must be in 0..10"),
+        (1 <= options.block_frames <= MAX_BLOCK_FRAMES, f"block_frames must be 1..{MAX_BLOCK_FRAMES}"),
+        (options.fine_passes >= 1, "fine_passes must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One unit of synthesis: its text, IPA phonemes and phoneme ids."""
+
+    text: str
+    phonemes: str
+    ids: np.ndarray  # [N] int64
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A piece of the output: ``audio [T] float32`` in [-1, 1]."""
+
+    audio: np.ndarray
+    sample_rate: int
+    sentence: int  # index of the sentence it belongs to
+    frames: int  # codec frames it holds
+    final: bool  # the last chunk of the request
+
+    @property
+    def pcm16(self) -> bytes:
+        """Little-endian signed 16-bit samples."""
+        return to_pcm16(self.audio)
+
+
+@dataclass(frozen=True)
+class SentenceResult:
+    text: str
+    phonemes: str
+    frames: int
+    durations: np.ndarray  # [N] frames per phoneme
+
+
+@dataclass(frozen=True)
+class AudioResult:
+    """The whole synthesis: ``audio [T] float32`` plus what was said and how long each part took."""
+
+    audio: np.ndarray
+    sample_rate: int
+    sentences: tuple[SentenceResult, ...]
+    options: SynthesisOptions
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: text, tokens, codec
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[0] / self.sample_rate
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """Sentences of normalised ``text``; pieces longer than ``max_chars`` are cut at the last comma, else space."""
+    pieces: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        sentence = sentence.strip()
+        while len(sentence) > max_chars:
+            cut = sentence.rfind(", ", 0, max_chars)
+            cut = cut + 1 if cut > 0 else sentence.rfind(" ", 0, max_chars)
+            cut = cut if cut > 0 else max_chars
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if sentence:
+            pieces.append(sentence)
+    return pieces
+
+
+class _Strategy(Protocol):
+    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+               seed: int) -> Iterator[np.ndarray]:
+        """Token blocks ``[K, S]`` of one sentence, in order, covering ``condition.frames`` frames."""
+        ...
+
+
+def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptions:
+    return MaskedDecodingOptions(steps=options.resolved_steps, fine_passes=options.fine_passes,
+                                 sampling=SamplingOptions(temperature=options.temperature, top_k=options.top_k),
+                                 guidance=options.guidance, seed=seed)
+
+
+class _Nar:
+    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+               seed: int) -> Iterator[np.ndarray]:
+        model = backend.masked()
+        tokens = np.full((1, backend.config.num_codebooks, condition.frames), MASK, dtype=np.int64)
+        tokens, _ = MaskedIterativeDecoder(_masked_options(options, seed)).run(model, model.prepare(condition.cond),
+                                                                               tokens)
+        yield tokens[0]
+
+
+class _SemiAR:
+    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+               seed: int) -> Iterator[np.ndarray]:
+        model = backend.blocks()
+        decoder = SemiARDecoder(SemiARDecodingOptions(options.block_frames, _masked_options(options, seed)))
+        state = model.prepare(condition.cond, guidance=options.guidance > 0)
+        for block in decoder.iterate(model, state, 1, backend.config.num_codebooks, condition.frames):
+            yield block[0]
+
+
+class _AR:
+    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+               seed: int) -> Iterator[np.ndarray]:
+        step_model = backend.ar()
+        ar_options = ARDecodingOptions(max_length=condition.frames, eos_id=step_model.bos_id, seed=seed,
+                                       sampling=SamplingOptions(temperature=options.temperature, top_k=options.top_k))
+        first = ARDecoder(ar_options).iterate(step_model, step_model.prepare(condition.cond),
+                                              np.array([step_model.bos_id]))
+        tokens = np.full((1, backend.config.num_codebooks, condition.frames), MASK, dtype=np.int64)
+        tokens[0, 0] = np.concatenate(list(first))
+        masked = backend.masked()
+        tokens, _ = MaskedIterativeDecoder(_masked_options(options, seed)).run(masked, masked.prepare(condition.cond),
+                                                                               tokens)
+        yield tokens[0]
+
+
+STRATEGIES: dict[str, _Strategy] = {"nar": _Nar(), "semiar": _SemiAR(), "ar": _AR()}
+
+
+def sentence_seed(seed: int, index: int) -> int:
+    """The seed of sentence ``index`` of a request with ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class Synthesizer:
+    """One loaded TTS model + codec; thread-compatible but not re-entrant (one request at a time)."""
+
+    def __init__(self, bundle: TtsBundle, codec: AudioTokenizer,
+                 phonemizer: Callable[[str], str] | None = None) -> None:
+        info = codec.info
+        if (info.frame_rate != bundle.codec.frame_rate or info.codebook_size != bundle.codec.codebook_size
+                or info.num_codebooks < bundle.codebooks):
+            raise ModelLoadError(f"the TTS model was trained on {bundle.codec.name} tokens ({bundle.codebooks} x "
+                                 f"{bundle.codec.codebook_size} codes at {bundle.codec.frame_rate:g} Hz), but the codec "
+                                 f"is {info.name} ({info.num_codebooks} x {info.codebook_size} at {info.frame_rate:g} Hz)")
+        self.bundle = bundle
+        self.codec = codec
+        self.backend = TorchTtsBackend(bundle.model)
+        if phonemizer is None:
+            from tokenspeech.text.g2p import EspeakPhonemizer
+
+            phonemizer = EspeakPhonemizer(bundle.g2p_language).phonemize
+        self.phonemize = phonemizer
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, codec: str | Path | None = None) -> Synthesizer:
+        """The TTS model at ``model`` (default: shipped) with the codec its card names (at ``codec`` or shipped)."""
+        from tokenspeech.codecs.native import NAME, load_native_codec
+        from tokenspeech.tts.model_io import load_tts_model
+
+        bundle = load_tts_model(model)
+        if bundle.codec.name != NAME:
+            raise ModelLoadError(f"the TTS model needs the {bundle.codec.name!r} codec; only {NAME!r} can be "
+                                 "loaded by path here")
+        return cls(bundle, load_native_codec(Path(codec) if codec is not None else None))
+
+    @property
+    def voices(self) -> tuple[str, ...]:
+        return self.bundle.voices
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.info.sample_rate
+
+    def sentences(self, text: str) -> list[Sentence]:
+        """Normalise, split and phonemise ``text``; raises :class:`TextError` for empty or over-long text."""
+        if not isinstance(text, str) or not text.strip():
+            raise TextError("the text is empty; give at least one word to speak")
+        if len(text) > MAX_TEXT_CHARS:
+            raise TextError(f"the text has {len(text)} characters; the limit is {MAX_TEXT_CHARS} per request, "
+                            "so send it in several parts")
+        result = []
+        for piece in split_sentences(normalize_text(text)):
+            try:
+                phonemes = self.phonemize(piece)
+            except TextError:
+                continue  # e.g. a stray punctuation mark between sentences
+            result.append(Sentence(piece, phonemes, np.asarray(self.bundle.phonemes.encode(phonemes),
+                                                               dtype=np.int64)))
+        if not result:
+            raise TextError(f"nothing speakable in {text[:60]!r}")
+        return result
+
+    def _sentence_tokens(self, sentences: list[Sentence], options: SynthesisOptions,
+                         timings: dict[str, float]) -> Iterator[tuple[int, SentenceResult, np.ndarray, bool]]:
+        """``(sentence index, its record, token block [K, S], last block of the request)`` in order."""
+        voice = self.voices.index(options.voice)
+        strategy = STRATEGIES[options.decoder]
+        timings.setdefault("tokens", 0.0)
+        for index, sentence in enumerate(sentences):
+            started = time.perf_counter()
+            condition = self.backend.condition(sentence.ids, voice, options.rate)
+            record = SentenceResult(sentence.text, sentence.phonemes, condition.frames, condition.durations)
+            blocks = strategy.blocks(self.backend, condition, options, sentence_seed(options.seed, index))
+            done = 0
+            for block in blocks:
+                done += block.shape[1]
+                timings["tokens"] += time.perf_counter() - started
+                yield index, record, block, index == len(sentences) - 1 and done == condition.frames
+                started = time.perf_counter()
+
+    def synthesize(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> AudioResult:
+        """All of ``text`` as one waveform (codec decoded once, offline)."""
+        verify_options(options, self.voices)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        sentences = self.sentences(text)
+        timings["text"] = time.perf_counter() - started
+        records: dict[int, SentenceResult] = {}
+        blocks = []
+        for index, record, block, _ in self._sentence_tokens(sentences, options, timings):
+            records[index] = record
+            blocks.append(block)
+        started = time.perf_counter()
+        codes = np.concatenate(blocks, axis=1)[None]
+        audio = _numpy(self.codec.decode(torch.from_numpy(codes)))[0, 0]
+        timings["codec"] = time.perf_counter() - started
+        return AudioResult(audio, self.sample_rate, tuple(records[i] for i in sorted(records)), options, timings)
+
+    def stream(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> Iterator[AudioChunk]:
+        """Audio chunks as soon as their tokens exist (per block for ``semiar``, per sentence otherwise).
+
+        Text errors and option errors are raised before the first chunk.
+        """
+        verify_options(options, self.voices)
+        sentences = self.sentences(text)
+        return self._stream(sentences, options)
+
+    def _stream(self, sentences: list[Sentence], options: SynthesisOptions) -> Iterator[AudioChunk]:
+        state = self.codec.init_decode_state(1)
+        for index, _, block, final in self._sentence_tokens(sentences, options, {}):
+            audio, state = self.codec.decode_step(torch.from_numpy(np.ascontiguousarray(block[None])), state)
+            yield AudioChunk(_numpy(audio)[0, 0], self.sample_rate, index, block.shape[1], final)
+
+
+def _numpy(array: Any) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().float().cpu().numpy()
+    return np.asarray(array, dtype=np.float32)
