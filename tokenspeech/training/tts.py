@@ -116,12 +116,12 @@ class TtsTrainOptions:
     aligner_batch_size: int = 16
     aligner_max_seconds: float = 10.0
     aligner_lr: float = 1e-3
-    steps: int = 20000
+    steps: int = 8000
     stop_at: int = 0  # > 0: stop (checkpointed) at this step although the schedule runs to `steps`; resume later
     time_limit_minutes: float | None = None  # stop the TTS phase (checkpointed, exported) after this wall time
-    max_batch_frames: int = 3000  # padded 25 Hz frames per batch (3000 = 2 minutes of audio)
+    max_batch_frames: int = 2000  # padded 25 Hz frames per batch (2000 = 80 s of audio; ~3 CPU-s per step)
     lr: float = 5e-4
-    warmup: int = 500
+    warmup: int = 400
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0

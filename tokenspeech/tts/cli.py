@@ -11,9 +11,9 @@ Voices: joe (default), espeak-us, espeak-gb-f (the model card lists them;
 an unknown name is reported with the valid ones).
 
 Decoders:
-  nar     masked iterative decoding of each sentence in --steps passes (default 8);
+  nar     masked iterative decoding of each sentence in --steps passes (default 6);
           fastest offline.
-  semiar  blocks of 8 frames (320 ms), --steps passes per block (default 4), each
+  semiar  blocks of 16 frames (640 ms), --steps passes per block (default 3), each
           block conditioned on the earlier ones; with --stream the first audio
           comes after the first block.
   ar      the codec language model samples frame by frame (KV cache); slowest.
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voice", default="joe", help="voice name (default: joe)")
     parser.add_argument("--decoder", default="nar", choices=DECODER_CHOICES, help="decoding family (default: nar)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="first-codebook passes (per block for semiar); default 8 (nar) / 4 (semiar)")
+                        help="first-codebook passes (per block for semiar); default 6 (nar) / 3 (semiar)")
     parser.add_argument("--rate", type=float, default=1.0, help="speaking rate, 0.5..2 (2 = twice as fast)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same audio")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
