@@ -8,14 +8,13 @@ well it does.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from tokenspeech.artifacts import read_card, write_artifact
 from tokenspeech.errors import ModelLoadError
 from tokenspeech.features import MelConfig
 from tokenspeech.models.asr import FRAME_SECONDS, AsrModel, AsrModelConfig
@@ -55,35 +54,19 @@ def save_asr_model(model: AsrModel, path: str | Path, vocabulary: Vocabulary, me
                    phonemes: Vocabulary | None = None, training: dict[str, Any] | None = None,
                    metrics: dict[str, Any] | None = None) -> Path:
     """Write fp16 weights and the card beside them (both atomically); returns the weights path."""
-    from safetensors.torch import save_file
-
     weights, card_path = _paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous().cpu()
-               for name, t in model.state_dict().items()}
     card = {
         "format_version": FORMAT_VERSION, "kind": "asr", "config": model.config.to_json(),
         "vocabulary": vocabulary.to_json(), "phoneme_vocabulary": phonemes.to_json() if phonemes else None,
         "mel": mel.to_json(), "frame_seconds": FRAME_SECONDS, "weights_dtype": "float16",
         "training": training or {}, "metrics": metrics or {},
     }
-    tmp_weights, tmp_card = weights.with_name("." + weights.name + ".partial"), card_path.with_name(
-        "." + card_path.name + ".partial")
-    save_file(tensors, str(tmp_weights), metadata={"format_version": str(FORMAT_VERSION)})
-    tmp_card.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp_weights.replace(weights)
-    tmp_card.replace(card_path)
+    write_artifact(weights, card_path, model, card, FORMAT_VERSION)
     return weights
 
 
 def _read_card(card_path: Path) -> dict[str, Any]:
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{card_path}: unreadable model card ({error})") from error
-    if card.get("kind") != "asr" or card.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(f"{card_path}: not an ASR model card of format version {FORMAT_VERSION}")
-    return card
+    return read_card(card_path, "asr", FORMAT_VERSION, "an ASR")
 
 
 def load_asr_model(path: str | Path | None = None, device: str = "cpu") -> AsrBundle:

@@ -9,16 +9,14 @@ plus what it was trained on and how well it does. The default location is
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from tokenspeech.codecs.base import CodecInfo
+from tokenspeech.artifacts import read_card, write_artifact
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.models.tts import TtsConfig, TtsModel, count_parameters
 from tokenspeech.text.vocab import Vocabulary
@@ -62,26 +60,16 @@ def artifact_paths(path: str | Path | None) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_tts_model(model: TtsModel, path: str | Path, phonemes: Vocabulary, voices: tuple[str, ...],
                    codec: CodecInfo, training: dict[str, Any] | None = None,
                    metrics: dict[str, Any] | None = None) -> Path:
     """Write fp16 weights and the card beside them (each atomically); returns the weights path."""
-    from safetensors.torch import save_file
 
     if len(voices) != model.config.num_voices:
         raise ConfigError(f"{len(voices)} voice names for a model with {model.config.num_voices} voices")
     if len(phonemes) != model.config.num_phonemes:
         raise ConfigError(f"a vocabulary of {len(phonemes)} symbols for a model with {model.config.num_phonemes}")
     weights, card_path = artifact_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: (t.detach().to(torch.float16) if t.is_floating_point() else t.detach()).contiguous().cpu()
-               for name, t in model.state_dict().items()}
     card = {
         "format_version": FORMAT_VERSION, "kind": "tts", "config": model.config.to_json(),
         "phoneme_vocabulary": phonemes.to_json(), "voices": list(voices),
@@ -90,20 +78,12 @@ def save_tts_model(model: TtsModel, path: str | Path, phonemes: Vocabulary, voic
         "parameters": count_parameters(model), "weights_dtype": "float16",
         "training": training or {}, "metrics": metrics or {},
     }
-    _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)}))
-    _atomic(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=1, ensure_ascii=False, default=str) + "\n",
-                                                  encoding="utf-8"))
+    write_artifact(weights, card_path, model, card, FORMAT_VERSION)
     return weights
 
 
 def _read_card(card_path: Path) -> dict[str, Any]:
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{card_path}: unreadable model card ({error})") from error
-    if card.get("kind") != "tts" or card.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(f"{card_path}: not a TTS model card of format version {FORMAT_VERSION}")
-    return card
+    return read_card(card_path, "tts", FORMAT_VERSION, "a TTS")
 
 
 def load_tts_model(path: str | Path | None = None) -> TtsBundle:
