@@ -252,3 +252,30 @@ def test_training_smoke_and_exact_resume(tmp_path: Path, monkeypatch: pytest.Mon
     assert [r["step"] for r in read_log(tmp_path / "b") if "loss" in r] == list(range(1, 21))
     assert resumed.last_log["loss"] == pytest.approx(straight.last_log["loss"], rel=1e-6)
     assert load_native_codec(resumed.weights).info.num_codebooks == 4
+
+
+def test_decoder_fine_tuning_keeps_tokens(tmp_path: Path) -> None:
+    """--init-from + --freeze-tokenizer: the decoder learns, the tokens of any audio stay the same."""
+    from tokenspeech.training.codec import CodecTrainOptions, train_codec
+
+    corpus = write_corpus(tmp_path / "corpus")
+    threads = torch.get_num_threads()
+    base = CodecTrainOptions(corpus=corpus, out=tmp_path / "base", steps=6, batch_size=4, crop_seconds=0.64,
+                             lr=3e-3, warmup_steps=1, threads=1, seed=3, log_interval=1, checkpoint_interval=6,
+                             export_interval=6, ladder=(2, 4), validation_items=2, config=TINY)
+    with pytest.raises(ConfigError, match="init_from"):
+        replace(base, out=tmp_path / "x", freeze_tokenizer=True)
+    try:
+        first = train_codec(base)
+        tuned = train_codec(replace(base, out=tmp_path / "tuned", init_from=first.weights, freeze_tokenizer=True))
+    finally:
+        torch.set_num_threads(threads)
+    before, after = load_native_codec(first.weights), load_native_codec(tuned.weights)
+    audio = speechlike(2, 12, seed=9)
+    assert torch.equal(before.encode(audio), after.encode(audio))
+    changed = [k for k, v in before.model.decoder.state_dict().items()
+               if not torch.equal(v, after.model.decoder.state_dict()[k])]
+    assert changed, "the decoder did not train"
+    for part in ("encoder", "quantizer"):
+        for key, value in getattr(before.model, part).state_dict().items():
+            assert torch.equal(value, getattr(after.model, part).state_dict()[key]), f"{part}.{key} changed"

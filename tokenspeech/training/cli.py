@@ -50,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     codec.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     codec.add_argument("--adversarial", action="store_true", default=None,
                        help="add MS-STFT discriminator losses (slow on CPU: ~10x per step)")
+    codec.add_argument("--init-from", type=Path, default=None,
+                       help="start a new run from exported codec weights (e.g. tokenspeech/assets/tscodec.safetensors)")
+    codec.add_argument("--freeze-tokenizer", action="store_true", default=None,
+                       help="with --init-from: train only the decoder; tokens (and TTS models trained on them) "
+                            "stay valid")
     codec.set_defaults(run=run_codec)
     from tokenspeech.training.asr_cli import configure_asr  # argparse-only module
 
@@ -64,7 +69,7 @@ def run_codec(args: argparse.Namespace) -> int:
 
     given = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
              for flag, _, _ in _CODEC_FLAGS}
-    given["adversarial"] = args.adversarial
+    given.update(adversarial=args.adversarial, init_from=args.init_from, freeze_tokenizer=args.freeze_tokenizer)
     options = CodecTrainOptions(corpus=args.corpus, out=args.out, resume=args.resume,
                                 **{k: v for k, v in given.items() if v is not None})
     result = train_codec(options)

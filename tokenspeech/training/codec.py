@@ -19,6 +19,12 @@ per validation), ``last.pt`` (model, optimisers, step, RNG states; written
 atomically), ``tscodec.safetensors`` + ``tscodec.json`` (exported every
 ``export_interval`` steps and at the end). ``resume=True`` continues from
 ``last.pt`` exactly (same batches, same random draws).
+
+Fine-tuning: ``init_from`` starts a new run from the weights of an exported
+codec; with ``freeze_tokenizer`` the encoder and codebooks stay fixed (no
+gradients, no EMA or dead-code updates) and only the decoder trains. The
+tokens of every utterance are then unchanged, so token models trained on
+that codec (TTS) stay valid while the decoder's audio gets better.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from torch import Tensor, nn
 
 from tokenspeech.codecs.native import NAME, save_native_codec
 from tokenspeech.errors import ConfigError, TokenspeechError
-from tokenspeech.models.codec import CodecConfig, CodecModel
+from tokenspeech.models.codec import CodecConfig, CodecModel, CodecOutput
 from tokenspeech.training.audio_dataset import CropSampler, find_listing, read_listing
 from tokenspeech.training.losses import (
     MultiResolutionSpectralLoss,
@@ -88,12 +94,18 @@ class CodecTrainOptions:
     discriminator_lr: float = 2e-4
     validation_items: int = 8
     time_limit_minutes: float | None = None  # stop early (validate, checkpoint, export) after this wall time
+    init_from: Path | None = None  # start a new run from these exported codec weights (.safetensors)
+    freeze_tokenizer: bool = False  # train the decoder only: encoder + codebooks fixed, tokens unchanged
     config: CodecConfig = field(default_factory=CodecConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corpus", Path(self.corpus))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "ladder", tuple(self.ladder))
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", Path(self.init_from))
+        if self.freeze_tokenizer and self.init_from is None and not self.resume:
+            raise ConfigError("freeze_tokenizer needs trained codebooks: give init_from (or resume such a run)")
         positive = ("steps", "batch_size", "threads", "log_interval", "checkpoint_interval", "export_interval",
                     "validation_items")
         for name in positive:
@@ -118,7 +130,8 @@ class CodecTrainOptions:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(corpus=str(self.corpus), out=str(self.out), config=self.config.to_json())
+        data.update(corpus=str(self.corpus), out=str(self.out), config=self.config.to_json(),
+                    init_from=None if self.init_from is None else str(self.init_from))
         return data
 
 
@@ -196,7 +209,11 @@ class CodecTrainer:
         config = options.config
         self.model = CodecModel(config)
         self.loss = MultiResolutionSpectralLoss(config.sample_rate)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr, betas=(0.8, 0.99),
+        if options.freeze_tokenizer:
+            for module in (self.model.encoder, self.model.quantizer):
+                module.requires_grad_(False)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trained, lr=options.lr, betas=(0.8, 0.99),
                                            weight_decay=options.weight_decay)
         self.discriminator: nn.Module | None = None
         self.disc_optimizer: torch.optim.Optimizer | None = None
@@ -224,8 +241,30 @@ class CodecTrainer:
         return sampler.batch(0)
 
     # -- one step -----------------------------------------------------------------------------
+    def set_training(self, training: bool) -> None:
+        """Train mode for the parts that learn; a frozen tokenizer always runs in eval mode (no EMA updates)."""
+        self.model.train(training)
+        if self.options.freeze_tokenizer:
+            self.model.encoder.eval()
+            self.model.quantizer.eval()
+
+    def load_initial_weights(self, path: Path) -> None:
+        """Copy the weights of an exported codec (same architecture) into the model: a fine-tuning start."""
+        from tokenspeech.codecs.native import load_native_codec
+
+        source = load_native_codec(path)
+        if source.model.config != self.options.config:
+            raise ConfigError(f"{path} has a different architecture ({source.model.config}) than this run")
+        self.model.load_state_dict({k: v.float() for k, v in source.model.state_dict().items()})
+
     def _reconstruction(self, wav: Tensor, active: Tensor) -> tuple[Any, Tensor, Tensor]:
-        out = self.model(wav, active)
+        if self.options.freeze_tokenizer:  # no graph through the fixed encoder: a cheaper step
+            with torch.no_grad():
+                quantized = self.model.quantizer(self.model.encoder(wav), active)
+            out = CodecOutput(self.model.decoder(quantized.quantized), quantized.codes, quantized.commitment,
+                              quantized.perplexity, quantized.replaced)
+        else:
+            out = self.model(wav, active)
         delay = self.options.config.output_delay
         return out, out.wav[..., delay:], wav[..., :wav.shape[-1] - delay]
 
@@ -258,7 +297,8 @@ class CodecTrainer:
         self.bad_steps = 0
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        terms["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip))
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        terms["grad_norm"] = float(nn.utils.clip_grad_norm_(trained, o.grad_clip))
         self.optimizer.step()
         if self._adversarial_on():
             terms["discriminator"] = self._discriminator_step(pred.detach(), target)
@@ -308,7 +348,7 @@ class CodecTrainer:
             result[f"val_magnitude@{k}"] = spectral.magnitude.item()
         usage = self.model.quantizer.usage()
         result.update(codebook_usage_mean=usage.mean().item(), codebook_usage_min=usage.min().item())
-        self.model.train()
+        self.set_training(True)
         self.last_validation = result
         return result
 
@@ -335,6 +375,8 @@ class CodecTrainer:
         if saved != self.options.config:
             raise ConfigError(f"{path} was trained with a different architecture ({saved}); resume with the same "
                               "configuration or start a new --out folder")
+        if bool(state["options"].get("freeze_tokenizer", False)) != self.options.freeze_tokenizer:
+            raise ConfigError(f"{path}: --freeze-tokenizer must match the run being resumed")
         if (state["discriminator"] is None) != (self.discriminator is None):
             raise ConfigError(f"{path}: --adversarial must match the run being resumed")
         self.model.load_state_dict(state["model"])
@@ -390,8 +432,13 @@ def _prepare(options: CodecTrainOptions) -> CodecTrainer:
     if options.resume and checkpoint.exists():
         trainer.restore(checkpoint)
         logger.info("resumed from %s at step %d", checkpoint, trainer.step)
-    elif options.resume:
-        logger.warning("no checkpoint in %s: starting a new run", options.out)
+    else:
+        if options.resume:
+            logger.warning("no checkpoint in %s: starting a new run", options.out)
+        if options.init_from is not None:
+            trainer.load_initial_weights(options.init_from)
+            logger.info("initialised from %s%s", options.init_from,
+                        " (encoder and codebooks frozen)" if options.freeze_tokenizer else "")
     return trainer
 
 
@@ -401,7 +448,7 @@ def train_codec(options: CodecTrainOptions) -> CodecTrainResult:
     log = _Log(options.out / LOG_NAME, trainer.step)
     logger.info("training %s: %d clips from %s, %d params, step %d -> %d", NAME, len(trainer.clips),
                 trainer.listing, sum(p.numel() for p in trainer.model.parameters()), trainer.step, options.steps)
-    trainer.model.train()
+    trainer.set_training(True)
     limit = options.time_limit_minutes
     deadline = None if limit is None else time.monotonic() + 60 * limit
     averages = _Averages()
