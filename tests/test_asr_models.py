@@ -24,15 +24,15 @@ from tokenspeech.decoding.cif import cif_fire
 from tokenspeech.decoding.streaming_asr import SemiARStreamer
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.features import MelConfig
-from tokenspeech.models.asr import AsrModel, AsrModelConfig
+from tokenspeech.models.asr import AsrModelConfig
 from tokenspeech.models.asr_heads import block_masks, cif_weights, fire_frames, scale_alphas
 from tokenspeech.models.frontend import LogMel
-from tokenspeech.text.vocab import Vocabulary, character_vocabulary
 from tokenspeech.training.asr import AsrTrainOptions, train_asr
 
+from tiny_models import TINY_ASR as TINY
+from tiny_models import speech_like, tiny_asr_bundle
+
 FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
-TINY = AsrModelConfig(dim=32, heads=4, encoder_layers=2, decoder_layers=1, ar_layers=1, subsample_channels=8,
-                      conv_kernel=5, dropout=0.0, phoneme_vocab_size=12)
 
 
 @pytest.fixture(autouse=True)
@@ -45,19 +45,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def bundle() -> AsrBundle:
-    torch.manual_seed(0)
-    model = AsrModel(TINY).eval()
-    with torch.no_grad():  # push CIF weights up so a random model fires several tokens per second
-        model.predictor.net[-1].bias.fill_(0.5)
-    phonemes = Vocabulary.from_symbols("abcdefgh")
-    return AsrBundle(model, character_vocabulary(), MelConfig(), phonemes)
-
-
-def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(16000 * seconds)) / 16000
-    tone = np.sin(2 * np.pi * (150 + 100 * np.sin(2 * np.pi * 0.7 * t)) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    return (0.3 * tone + 0.02 * rng.normal(size=t.size)).astype(np.float32)
+    return tiny_asr_bundle()
 
 
 def test_shapes(bundle: AsrBundle) -> None:
@@ -199,7 +187,7 @@ def test_semiar_one_chunk_equals_paraformer(bundle: AsrBundle) -> None:
     audio = speech_like(2.5, 5)
     paraformer = TorchRecognizer(bundle, RecognizerOptions(decoder="paraformer"))
     mel, lengths = paraformer.features([audio])
-    encoded, _ = bundle.model.encode(mel, lengths)
+    encoded, _ = bundle.model.encode(torch.from_numpy(mel), torch.from_numpy(lengths))
     frames = encoded[0].detach().numpy()
     backend = TorchBlockDecoder(bundle.model.parallel_decoder)
     streamer = SemiARStreamer(backend, backend.init_state(), chunk=len(frames))

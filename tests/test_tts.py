@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenspeech.codecs.native import NativeCodec, save_native_codec
+from tokenspeech.codecs.native import save_native_codec
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
 from tokenspeech.decoding.masked import MASK
 from tokenspeech.errors import ConfigError, ModelLoadError, TextError
@@ -30,15 +30,13 @@ from tokenspeech.models.aligner import (
     forward_sum_loss,
     monotonic_alignment,
 )
-from tokenspeech.models.codec import CodecConfig, CodecModel
-from tokenspeech.models.tts import TtsConfig, TtsModel, block_causal_mask, length_regulate, predicted_durations
-from tokenspeech.text.vocab import phoneme_vocabulary
+from tokenspeech.models.tts import TtsModel, block_causal_mask, length_regulate, predicted_durations
 from tokenspeech.tts.model_io import TtsBundle, load_tts_model, save_tts_model
 from tokenspeech.tts.pipeline import DECODERS, MAX_TEXT_CHARS, SynthesisOptions, Synthesizer, split_sentences
 from tokenspeech.tts.torch_backend import TorchTtsBackend
 
-FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
-VOICES = ("joe", "espeak-us", "espeak-gb-f")
+from tiny_models import FIXTURE, VOICES, tiny_codec, tiny_tts_bundle, tiny_tts_config
+
 TEXT = "Hello there, this is a test. How are you today?"
 
 
@@ -51,36 +49,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_codec() -> NativeCodec:
-    torch.manual_seed(0)
-    config = CodecConfig(encoder_fine_dim=8, encoder_fine_blocks=1, encoder_dim=16, encoder_blocks=1, latent_dim=8,
-                         num_codebooks=4, codebook_size=32, decoder_dim=16, decoder_blocks=1, decoder_fine_dim=8,
-                         decoder_fine_blocks=1)
-    model = CodecModel(config)
-    model.quantizer.codebooks.normal_()
-    model.quantizer.initialized.fill_(True)
-    return NativeCodec(model)
-
-
-def tiny_tts_config(**overrides) -> TtsConfig:
-    base = {"num_phonemes": 60, "num_voices": 3, "num_codebooks": 3, "codebook_size": 32, "dim": 32, "heads": 2,
-            "ff_mult": 2, "text_layers": 1, "codec_layers": 2, "ar_layers": 1, "duration_channels": 16, "dropout": 0.0}
-    return TtsConfig(**(base | overrides))
-
-
-def fixture_vocabulary():
-    rows = [json.loads(line) for line in (FIXTURE / "train.jsonl").read_text().splitlines()]
-    return phoneme_vocabulary(row["phonemes"] for row in rows)
-
-
 @pytest.fixture(scope="module")
 def bundle() -> TtsBundle:
-    vocabulary = fixture_vocabulary()
-    torch.manual_seed(1)
-    model = TtsModel(tiny_tts_config(num_phonemes=len(vocabulary)))
-    with torch.no_grad():
-        model.duration.out.bias.fill_(float(np.log1p(1.5)))  # ~1.5 frames per symbol
-    return TtsBundle(model.eval(), vocabulary, VOICES, tiny_codec().info)
+    return tiny_tts_bundle()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 DECODERS = ("ctc", "paraformer", "ar", "semiar")
+FRAME_SECONDS = 0.04  # one encoder frame: 4 hops of 10 ms
 
 
 @dataclass(frozen=True)

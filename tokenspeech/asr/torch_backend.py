@@ -1,5 +1,7 @@
-"""PyTorch adapters from the ASR heads to the NumPy decoding protocols.
+"""PyTorch adapters from the ASR model to the NumPy protocols of the recognizer and the decoding strategies.
 
+``TorchAsrBackend`` is the :class:`tokenspeech.asr.engine.AsrBackend` over an
+:class:`AsrModel` (features, encoder, heads, decoders; offline and streaming).
 ``TorchAttentionStep`` is a :class:`tokenspeech.decoding.base.StepModel` for
 the AR attention decoder (``ARDecoder`` runs greedy and beam search over it);
 ``TorchBlockDecoder`` is a :class:`tokenspeech.decoding.streaming_asr.BlockDecoderModel`
@@ -17,8 +19,61 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tokenspeech.asr.engine import Encoded
+from tokenspeech.features import MelConfig
+from tokenspeech.models.asr import AsrModel
+from tokenspeech.models.asr_encoder import EncoderState
 from tokenspeech.models.asr_heads import AttentionDecoder, ParallelDecoder
+from tokenspeech.models.frontend import LogMel
 from tokenspeech.models.transformer import LayerCache, attention_mask, empty_cache
+
+
+def _from(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class TorchAsrBackend:
+    """:class:`tokenspeech.asr.engine.AsrBackend` over an :class:`AsrModel` and the PyTorch log-mel front-end."""
+
+    def __init__(self, model: AsrModel, mel: MelConfig) -> None:
+        self.model = model.eval()
+        self.frontend = LogMel(mel)
+        self.decoders = tuple(model.config.decoders)
+
+    @torch.inference_mode()
+    def features(self, wav: np.ndarray) -> np.ndarray:
+        return self.frontend(_from(np.asarray(wav, dtype=np.float32))).numpy()
+
+    def _encoded(self, hidden: Tensor, lengths: Tensor) -> Encoded:
+        alphas = self.model.predictor(hidden).float().numpy() if self.model.predictor is not None else None
+        return Encoded(hidden.float().numpy(), lengths.numpy().astype(np.int64),
+                       self.model.ctc_log_probs(hidden).float().numpy(), alphas)
+
+    @torch.inference_mode()
+    def encode(self, mel: np.ndarray, mel_lengths: np.ndarray, chunk: int, left_chunks: int) -> Encoded:
+        hidden, lengths = self.model.encode(_from(mel), _from(mel_lengths), chunk, left_chunks)
+        return self._encoded(hidden, lengths)
+
+    @torch.inference_mode()
+    def paraformer(self, acoustic: np.ndarray, token_lengths: np.ndarray, hidden: np.ndarray,
+                   lengths: np.ndarray) -> np.ndarray:
+        logits = self.model.parallel_decoder(_from(acoustic), _from(token_lengths), _from(hidden), _from(lengths))
+        return logits.float().numpy()
+
+    def attention_step(self) -> TorchAttentionStep:
+        return TorchAttentionStep(self.model.attention_decoder)
+
+    def block_decoder(self) -> TorchBlockDecoder:
+        return TorchBlockDecoder(self.model.parallel_decoder)
+
+    def init_stream(self) -> EncoderState:
+        return self.model.encoder.init_state(1)
+
+    @torch.inference_mode()
+    def encode_stream(self, mel: np.ndarray, state: EncoderState, chunk: int, left_chunks: int,
+                      final: bool) -> tuple[Encoded, EncoderState]:
+        frames, state = self.model.encoder.step(_from(mel), state, chunk, left_chunks, final=final)
+        return self._encoded(frames, torch.tensor([frames.shape[1]])), state
 
 
 @dataclass
@@ -37,8 +92,9 @@ class TorchAttentionStep:
         self.decoder = decoder
 
     @torch.inference_mode()
-    def prepare(self, memory: Tensor, memory_lengths: Tensor) -> AttentionState:
-        """State for ``memory [B, T, D]`` with valid lengths ``[B]`` and nothing decoded yet."""
+    def prepare(self, memory: Tensor | np.ndarray, memory_lengths: Tensor | np.ndarray) -> AttentionState:
+        """State for ``memory [B, T, D]`` with valid lengths ``[B]`` (tensors or arrays) and nothing decoded yet."""
+        memory, memory_lengths = torch.as_tensor(memory), torch.as_tensor(memory_lengths)
         config = self.decoder.transformer.config
         mask = attention_mask(memory_lengths, memory.shape[1], causal=False)[:, :, :1, :]
         return AttentionState(empty_cache(config, memory.shape[0], memory.device, memory.dtype),

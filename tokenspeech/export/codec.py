@@ -10,7 +10,7 @@ State tensors are named ``state_in.<name>`` / ``state_out.<name>`` where
 ``<name>`` comes from :func:`tokenspeech.models.codec.flatten_state`
 (``analysis``, ``fine.0``, ..., ``overlap``); every state has a dynamic batch
 axis only. ``T`` must be a multiple of ``hop_length``. The names live only in
-:data:`GRAPH_NAMES`; ``<name>.onnx.json`` beside the graphs (the manifest)
+:class:`tokenspeech.export.manifest.CodecGraphNames`; ``<name>.onnx.json`` beside the graphs (the manifest)
 lists every input and output with its shape, so a runtime never retypes them.
 
 The legacy TorchScript exporter is used (``dynamo=False``); tests run the
@@ -22,43 +22,20 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tokenspeech.models.codec import CodecModel, DecoderState, EncoderState, flatten_state, unflatten_state
+from tokenspeech.export.graph import PostProcess, export_graph
+from tokenspeech.export.manifest import OPSET, CodecGraphNames
+from tokenspeech.models.codec import CodecModel, flatten_state, unflatten_state
 
 logger = logging.getLogger(__name__)
 
-OPSET = 17
 MANIFEST_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CodecGraphNames:
-    """The one definition of every graph file, input and output name of an exported codec."""
-
-    wav: str = "wav"  # float32 [B, 1, T]
-    codes: str = "codes"  # int64 [B, K, F]
-    state_in_prefix: str = "state_in."
-    state_out_prefix: str = "state_out."
-    encoder_step: str = "encoder_step"
-    decoder_step: str = "decoder_step"
-    encoder: str = "encoder"
-    decoder: str = "decoder"
-
-    def state_inputs(self, state: EncoderState | DecoderState) -> list[str]:
-        return [self.state_in_prefix + name for name, _ in flatten_state(state)]
-
-    def state_outputs(self, state: EncoderState | DecoderState) -> list[str]:
-        return [self.state_out_prefix + name for name, _ in flatten_state(state)]
-
-    def graph_file(self, prefix: str, graph: str) -> str:
-        return f"{prefix}_{graph}.onnx"
 
 
 GRAPH_NAMES = CodecGraphNames()
@@ -118,33 +95,7 @@ class CodecOnnxExport:
 
     graphs: dict[str, Path]
     manifest: Path
-
-
-def _describe(names: list[str], tensors: list[Tensor], dynamic: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
-    described = []
-    for name, tensor in zip(names, tensors):
-        axes = dynamic.get(name, {})
-        shape = [axes.get(i, size) for i, size in enumerate(tensor.shape)]
-        described.append({"name": name, "dtype": str(tensor.dtype).removeprefix("torch."), "shape": shape})
-    return described
-
-
-def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]]) -> dict[str, Any]:
-    import onnx
-
-    with torch.no_grad(), warnings.catch_warnings():
-        # The tracer warns about shape checks and Python-side constants; the tests run other shapes.
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        results = module(*args)
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    onnx.checker.check_model(onnx.load(str(path)))
-    results = list(results) if isinstance(results, tuple) else [results]
-    return {"file": path.name, "inputs": _describe(inputs, list(args), dynamic),
-            "outputs": _describe(outputs, results, dynamic)}
+    described: dict[str, Any] = field(default_factory=dict)  # graph -> manifest entry (file, inputs, outputs)
 
 
 def _step_specs(model: CodecModel, names: CodecGraphNames, batch: int, frames: int) -> dict[str, tuple]:
@@ -174,7 +125,7 @@ def _step_specs(model: CodecModel, names: CodecGraphNames, batch: int, frames: i
 
 
 def export_codec_onnx(model: CodecModel, out_dir: Path, prefix: str = "tscodec", offline: bool = True,
-                      card: dict[str, Any] | None = None) -> CodecOnnxExport:
+                      card: dict[str, Any] | None = None, post: PostProcess = PostProcess()) -> CodecOnnxExport:
     """Write the step graphs (and the offline graphs if ``offline``) plus ``<prefix>.onnx.json``.
 
     ``card`` (e.g. the model card of a saved codec) is copied into the
@@ -191,7 +142,7 @@ def export_codec_onnx(model: CodecModel, out_dir: Path, prefix: str = "tscodec",
     for graph in wanted:
         module, args, inputs, outputs, dynamic = specs[graph]
         path = out_dir / names.graph_file(prefix, graph)
-        described[graph] = _export(module, args, path, inputs, outputs, dynamic)
+        described[graph] = export_graph(module, args, path, inputs, outputs, dynamic, post)
         graphs[graph] = path
         logger.info("exported %s", path)
     manifest = out_dir / f"{prefix}.onnx.json"
@@ -201,4 +152,4 @@ def export_codec_onnx(model: CodecModel, out_dir: Path, prefix: str = "tscodec",
         "hop_length": config.hop_length, "output_delay": config.output_delay,
         "samples_per_step_multiple_of": config.hop_length, "graphs": described, "card": card or {},
     }, indent=1))
-    return CodecOnnxExport(graphs, manifest)
+    return CodecOnnxExport(graphs, manifest, described)

@@ -20,12 +20,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from tokenspeech.asr.base import DECODERS as ASR_DECODERS  # one definition, torch-free
+from tokenspeech.asr.base import FRAME_SECONDS  # noqa: F401  (re-exported: one encoder frame, 40 ms)
 from tokenspeech.errors import ConfigError
 from tokenspeech.models.asr_encoder import AsrEncoder
 from tokenspeech.models.asr_heads import AttentionDecoder, CifPredictor, ParallelDecoder
 from tokenspeech.models.transformer import TransformerConfig
-
-FRAME_SECONDS = 0.04  # one encoder frame: 4 hops of 10 ms
 
 
 @dataclass(frozen=True)

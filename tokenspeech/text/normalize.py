@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from num2words import num2words
+from tokenspeech.errors import TextError
 
 # Typographic characters -> their plain equivalents. Dashes become a comma
 # pause; ellipses a full stop.
@@ -68,6 +68,12 @@ def _int(digits: str) -> int:
 
 
 def _words(number: int | float, to: str = "cardinal") -> str:
+    # imported on first use: the embedded runtime may run without num2words when its text has no numbers
+    try:
+        from num2words import num2words
+    except ImportError as error:
+        raise TextError(f"reading the number {number} aloud needs the num2words package "
+                        "(pip install num2words), or write it in words") from error
     return num2words(number, lang="en", to=to).replace(",", "")
 
 

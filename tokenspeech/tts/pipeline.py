@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from tokenspeech.codecs.base import AudioTokenizer
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
@@ -43,8 +42,7 @@ from tokenspeech.decoding.sampling import SamplingOptions
 from tokenspeech.decoding.semiar import SemiARDecoder, SemiARDecodingOptions
 from tokenspeech.errors import ConfigError, ModelLoadError, TextError
 from tokenspeech.text.normalize import normalize_text
-from tokenspeech.tts.model_io import TtsBundle
-from tokenspeech.tts.torch_backend import Conditioning, TorchTtsBackend
+from tokenspeech.tts.backend import Conditioning, TtsBackend, TtsModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +169,7 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
 
 
 class _Strategy(Protocol):
-    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+    def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
                seed: int) -> Iterator[np.ndarray]:
         """Token blocks ``[K, S]`` of one sentence, in order, covering ``condition.frames`` frames."""
         ...
@@ -184,34 +182,34 @@ def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptio
 
 
 class _Nar:
-    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+    def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
                seed: int) -> Iterator[np.ndarray]:
         model = backend.masked()
-        tokens = np.full((1, backend.config.num_codebooks, condition.frames), MASK, dtype=np.int64)
+        tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
         tokens, _ = MaskedIterativeDecoder(_masked_options(options, seed)).run(model, model.prepare(condition.cond),
                                                                                tokens)
         yield tokens[0]
 
 
 class _SemiAR:
-    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+    def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
                seed: int) -> Iterator[np.ndarray]:
         model = backend.blocks()
         decoder = SemiARDecoder(SemiARDecodingOptions(options.block_frames, _masked_options(options, seed)))
         state = model.prepare(condition.cond, guidance=options.guidance > 0)
-        for block in decoder.iterate(model, state, 1, backend.config.num_codebooks, condition.frames):
+        for block in decoder.iterate(model, state, 1, backend.num_codebooks, condition.frames):
             yield block[0]
 
 
 class _AR:
-    def blocks(self, backend: TorchTtsBackend, condition: Conditioning, options: SynthesisOptions,
+    def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
                seed: int) -> Iterator[np.ndarray]:
         step_model = backend.ar()
         ar_options = ARDecodingOptions(max_length=condition.frames, eos_id=step_model.bos_id, seed=seed,
                                        sampling=SamplingOptions(temperature=options.temperature, top_k=options.top_k))
         first = ARDecoder(ar_options).iterate(step_model, step_model.prepare(condition.cond),
                                               np.array([step_model.bos_id]))
-        tokens = np.full((1, backend.config.num_codebooks, condition.frames), MASK, dtype=np.int64)
+        tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
         tokens[0, 0] = np.concatenate(list(first))
         masked = backend.masked()
         tokens, _ = MaskedIterativeDecoder(_masked_options(options, seed)).run(masked, masked.prepare(condition.cond),
@@ -230,8 +228,12 @@ def sentence_seed(seed: int, index: int) -> int:
 class Synthesizer:
     """One loaded TTS model + codec. Holds no per-request state: every call carries its own decoder and codec state."""
 
-    def __init__(self, bundle: TtsBundle, codec: AudioTokenizer,
-                 phonemizer: Callable[[str], str] | None = None) -> None:
+    def __init__(self, bundle: TtsModelInfo, codec: AudioTokenizer,
+                 phonemizer: Callable[[str], str] | None = None, backend: TtsBackend | None = None) -> None:
+        """``backend`` runs the networks (default: PyTorch over ``bundle.model``; ONNX: :mod:`tokenspeech.runtime`).
+
+        ``codec`` takes and returns NumPy or torch arrays; the pipeline hands it NumPy.
+        """
         info = codec.info
         if (info.frame_rate != bundle.codec.frame_rate or info.codebook_size != bundle.codec.codebook_size
                 or info.num_codebooks < bundle.codebooks):
@@ -240,7 +242,7 @@ class Synthesizer:
                                  f"is {info.name} ({info.num_codebooks} x {info.codebook_size} at {info.frame_rate:g} Hz)")
         self.bundle = bundle
         self.codec = codec
-        self.backend = TorchTtsBackend(bundle.model)
+        self.backend = backend if backend is not None else _torch_backend(bundle)
         if phonemizer is None:
             from tokenspeech.text.g2p import EspeakPhonemizer
 
@@ -318,7 +320,7 @@ class Synthesizer:
             blocks.append(block)
         started = time.perf_counter()
         codes = np.concatenate(blocks, axis=1)[None]
-        audio = _numpy(self.codec.decode(torch.from_numpy(codes)))[0, 0]
+        audio = _numpy(self.codec.decode(codes))[0, 0]
         timings["codec"] = time.perf_counter() - started
         return AudioResult(audio, self.sample_rate, tuple(records[i] for i in sorted(records)), options, timings)
 
@@ -334,11 +336,18 @@ class Synthesizer:
     def _stream(self, sentences: list[Sentence], options: SynthesisOptions) -> Iterator[AudioChunk]:
         state = self.codec.init_decode_state(1)
         for index, _, block, final in self._sentence_tokens(sentences, options, {}):
-            audio, state = self.codec.decode_step(torch.from_numpy(np.ascontiguousarray(block[None])), state)
+            audio, state = self.codec.decode_step(np.ascontiguousarray(block[None]), state)
             yield AudioChunk(_numpy(audio)[0, 0], self.sample_rate, index, block.shape[1], final)
 
 
+def _torch_backend(bundle: Any) -> TtsBackend:
+    from tokenspeech.tts.torch_backend import TorchTtsBackend
+
+    return TorchTtsBackend(bundle.model)
+
+
 def _numpy(array: Any) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
+    """float32 NumPy from a codec output (a NumPy array, or a torch tensor without importing torch here)."""
+    if hasattr(array, "detach"):
         return array.detach().float().cpu().numpy()
     return np.asarray(array, dtype=np.float32)

@@ -24,6 +24,7 @@ from tokenspeech.decoding.masked import MASK
 from tokenspeech.errors import ConfigError
 from tokenspeech.models.transformer import LayerCache, attention_mask, empty_cache
 from tokenspeech.models.tts import TtsModel, predicted_durations
+from tokenspeech.tts.backend import Conditioning
 
 
 def _tensor(array: np.ndarray) -> Tensor:
@@ -35,24 +36,16 @@ def _codes(tokens: np.ndarray, mask_id: int) -> Tensor:
     return torch.where(codes == MASK, torch.full_like(codes, mask_id), codes)
 
 
-@dataclass(frozen=True)
-class Conditioning:
-    """Frame-level conditioning of one sentence: ``cond [1, F, D]`` and the durations behind it."""
-
-    cond: Tensor
-    durations: np.ndarray  # [N] frames per phoneme (25 Hz)
-
-    @property
-    def frames(self) -> int:
-        return int(self.cond.shape[1])
-
-
 class TorchTtsBackend:
     """The front half of synthesis (text -> conditioning) and factories for the three decoding adapters."""
 
     def __init__(self, model: TtsModel) -> None:
         self.model = model.eval()
         self.config = model.config
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_codebooks
 
     @torch.inference_mode()
     def condition(self, phonemes: np.ndarray, voice: int, rate: float = 1.0,

@@ -1,0 +1,324 @@
+"""The recognition pipeline over any backend: audio -> log-mel -> encoder -> a decoder -> text + word times.
+
+Torch-free. :class:`AsrRecognizer` runs one decoder (``ctc | paraformer |
+ar | semiar``) over an :class:`AsrBackend` (PyTorch modules:
+:class:`tokenspeech.asr.torch_backend.TorchAsrBackend`; ONNX Runtime
+sessions: :class:`tokenspeech.runtime.asr.OnnxAsrBackend`). Everything
+between the networks - CTC search, CIF firing, AR and semi-AR decoding, word
+times - is the NumPy code of :mod:`tokenspeech.decoding`, shared by both.
+
+A batch is padded, the encoder runs once for the whole batch, then each
+utterance is decoded. :class:`StreamingSession` is the per-stream handle the
+server uses: ``accept_audio(samples) -> interim Transcript`` and
+``finish() -> final``.
+
+Word times come from the alignment the decoder has: CTC frame spans (``ctc``;
+``ar`` aligns its tokens with the CTC head) or CIF firing positions
+(``paraformer``, ``semiar``); one encoder frame is 40 ms.
+
+Axes: B batch, M mel bands, F feature frames, T encoder frames, N tokens, D dim, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from tokenspeech.asr.base import DECODERS, FRAME_SECONDS, Transcript, WordTiming
+from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
+from tokenspeech.decoding.cif import cif_fire
+from tokenspeech.decoding.ctc import CtcBeamOptions, CtcPath, ctc_align, ctc_greedy, ctc_prefix_beam_search
+from tokenspeech.decoding.streaming_asr import AudioFramer, CtcStreamer, SemiARStreamer, StreamingHypothesis
+from tokenspeech.decoding.words import word_spans
+from tokenspeech.errors import AudioError, ConfigError
+from tokenspeech.features import MelConfig
+from tokenspeech.text.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class RecognizerOptions:
+    """How to decode. ``chunk`` (encoder frames of 40 ms) applies to ``semiar`` and streaming."""
+
+    decoder: str = "ctc"
+    beam_size: int = 1  # CTC prefix beam / AR beam; 1 = greedy
+    chunk: int = 8  # 320 ms blocks
+    left_chunks: int = 0  # 0 = all left context
+    max_seconds: float = 30.0
+    max_tokens_per_second: float = 40.0  # AR length cap
+    tail_threshold: float = 0.5  # CIF: leftover weight that still fires a last token
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
+        if self.beam_size < 1 or self.chunk < 1 or self.left_chunks < 0:
+            raise ConfigError("beam_size and chunk must be >= 1, left_chunks >= 0")
+        if self.max_seconds <= 0 or self.max_tokens_per_second <= 0:
+            raise ConfigError("max_seconds and max_tokens_per_second must be > 0")
+        if not 0 < self.tail_threshold <= 1:
+            raise ConfigError("tail_threshold must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Encoder output and its frame-wise heads, NumPy."""
+
+    hidden: np.ndarray  # [B, T, D] float32
+    lengths: np.ndarray  # [B] int64
+    ctc_log_probs: np.ndarray  # [B, T, V] float32
+    alphas: np.ndarray | None  # [B, T] CIF weights; None without a parallel decoder
+
+
+class AsrBackend(Protocol):
+    """The networks of one ASR model behind NumPy arrays."""
+
+    decoders: tuple[str, ...]
+
+    def features(self, wav: np.ndarray) -> np.ndarray:
+        """``wav [B, T] float32`` -> log-mel ``[B, M, F]`` (:mod:`tokenspeech.features`)."""
+        ...
+
+    def encode(self, mel: np.ndarray, mel_lengths: np.ndarray, chunk: int, left_chunks: int) -> Encoded:
+        """Offline encoder pass; ``chunk = 0`` is full context, else the chunk-wise mask of streaming."""
+        ...
+
+    def paraformer(self, acoustic: np.ndarray, token_lengths: np.ndarray, hidden: np.ndarray,
+                   lengths: np.ndarray) -> np.ndarray:
+        """Parallel decoder: CIF embeddings ``[B, N, D]`` -> logits ``[B, N, V]``."""
+        ...
+
+    def attention_step(self) -> Any:
+        """A ``StepModel`` with ``prepare(hidden [B, T, D], lengths [B]) -> state``."""
+        ...
+
+    def block_decoder(self) -> Any:
+        """A ``BlockDecoderModel`` for one stream with ``init_state()``."""
+        ...
+
+    def init_stream(self) -> Any:
+        """Streaming encoder state of one stream at its start."""
+        ...
+
+    def encode_stream(self, mel: np.ndarray, state: Any, chunk: int, left_chunks: int,
+                      final: bool) -> tuple[Encoded, Any]:
+        """New features ``mel [1, M, F']`` -> finished encoder frames (whole chunks; ``final`` flushes)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """Tokens of one utterance with per-token frame spans ``[start, end)``, or no spans."""
+
+    tokens: tuple[int, ...]
+    starts: tuple[int, ...] = ()
+    ends: tuple[int, ...] = ()
+
+
+def require_decoder(decoders: Sequence[str], decoder: str) -> None:
+    """Raise :class:`ConfigError` when the model was built without ``decoder``."""
+    if decoder not in decoders:
+        raise ConfigError(f"this model has no '{decoder}' decoder; it was trained with {tuple(decoders)}")
+
+
+class AsrRecognizer:
+    """Batch recogniser (:class:`tokenspeech.asr.base.Recognizer`) over one backend and decoder."""
+
+    def __init__(self, backend: AsrBackend, vocabulary: Vocabulary, mel: MelConfig,
+                 options: RecognizerOptions = RecognizerOptions()) -> None:
+        require_decoder(backend.decoders, options.decoder)
+        self.backend = backend
+        self.vocabulary = vocabulary
+        self.mel = mel
+        self.options = options
+        self.sample_rate = mel.sample_rate
+        self.max_seconds = options.max_seconds
+        self.space_id = vocabulary.encode(" ")[0]
+
+    def _check(self, audio: np.ndarray, index: int) -> np.ndarray:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        source = f"audio #{index} (from memory)"
+        if audio.size == 0:
+            raise AudioError(source, "the audio is empty (0 samples)")
+        if not np.all(np.isfinite(audio)):
+            raise AudioError(source, "the audio contains NaN or infinite samples")
+        if audio.size / self.sample_rate > self.max_seconds:
+            raise AudioError(source, f"the audio is too long ({audio.size / self.sample_rate:.1f} s > "
+                             f"{self.max_seconds:.0f} s); segment it first")
+        return audio
+
+    def features(self, audios: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Padded log-mel ``[B, M, F]`` and frame counts ``[B]`` int64 (short audio padded to 100 ms)."""
+        minimum = self.sample_rate // 10
+        clean = [self._check(a, i) for i, a in enumerate(audios)]
+        clean = [np.pad(a, (0, max(0, minimum - a.size))) for a in clean]
+        padded = np.zeros((len(clean), max(a.size for a in clean)), dtype=np.float32)
+        for row, audio in enumerate(clean):
+            padded[row, : audio.size] = audio
+        lengths = np.array([self.mel.num_frames(a.size) for a in clean], dtype=np.int64)
+        return self.backend.features(padded), lengths
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
+        """Recognise each ``[T]`` float32 16 kHz array; results in input order."""
+        if not audios:
+            return []
+        mel, mel_lengths = self.features(audios)
+        chunk = self.options.chunk if self.options.decoder == "semiar" else 0
+        encoded = self.backend.encode(mel, mel_lengths, chunk, self.options.left_chunks)
+        decoded = self._decode(encoded)
+        durations = [len(np.asarray(a).reshape(-1)) / self.sample_rate for a in audios]
+        return [self.transcript(d, seconds) for d, seconds in zip(decoded, durations)]
+
+    def _decode(self, encoded: Encoded) -> list[_Decoded]:
+        decoder = self.options.decoder
+        if decoder == "ctc":
+            return self._decode_ctc(encoded)
+        if decoder == "paraformer":
+            return self._decode_paraformer(encoded)
+        if decoder == "ar":
+            return self._decode_ar(encoded)
+        return self._decode_semiar(encoded)
+
+    def _decode_ctc(self, encoded: Encoded) -> list[_Decoded]:
+        results = []
+        for row, length in enumerate(encoded.lengths.tolist()):
+            lp = encoded.ctc_log_probs[row, :length]
+            if self.options.beam_size == 1:
+                path = ctc_greedy(lp)
+            else:
+                best = ctc_prefix_beam_search(lp, CtcBeamOptions(beam_size=self.options.beam_size))[0]
+                path = _aligned(lp, best.tokens)
+            results.append(_Decoded(path.tokens, path.starts, path.ends))
+        return results
+
+    def _decode_paraformer(self, encoded: Encoded) -> list[_Decoded]:
+        fired = [cif_fire(encoded.alphas[r, :n], encoded.hidden[r, :n], self.options.tail_threshold)
+                 for r, n in enumerate(encoded.lengths.tolist())]
+        counts = np.array([len(f.fires) for f in fired], dtype=np.int64)
+        if int(counts.max()) == 0:
+            return [_Decoded(()) for _ in fired]
+        inputs = np.zeros((len(fired), int(counts.max()), encoded.hidden.shape[2]), dtype=np.float32)
+        for row, f in enumerate(fired):
+            inputs[row, : len(f.fires)] = f.embeddings
+        logits = self.backend.paraformer(inputs, counts, encoded.hidden, encoded.lengths)
+        tokens = logits.argmax(axis=-1)
+        return [_Decoded(tuple(tokens[r, : len(f.fires)].tolist()), tuple(f.starts.tolist()),
+                         tuple((f.fires + 1).tolist())) for r, f in enumerate(fired)]
+
+    def _decode_ar(self, encoded: Encoded) -> list[_Decoded]:
+        vocab = self.vocabulary
+        max_length = max(2, int(encoded.hidden.shape[1] * FRAME_SECONDS * self.options.max_tokens_per_second))
+        options = ARDecodingOptions(max_length=max_length, eos_id=vocab.eos_id, beam_size=self.options.beam_size)
+        adapter = self.backend.attention_step()
+        results = ARDecoder(options).run(adapter, adapter.prepare(encoded.hidden, encoded.lengths),
+                                         np.full(encoded.hidden.shape[0], vocab.bos_id, dtype=np.int64))
+        decoded = []
+        for row, (result, length) in enumerate(zip(results, encoded.lengths.tolist())):
+            path = _aligned(encoded.ctc_log_probs[row, :length], tuple(result.tokens))
+            decoded.append(_Decoded(path.tokens, path.starts, path.ends))
+        return decoded
+
+    def _decode_semiar(self, encoded: Encoded) -> list[_Decoded]:
+        backend = self.backend.block_decoder()
+        results = []
+        for row, length in enumerate(encoded.lengths.tolist()):
+            streamer = SemiARStreamer(backend, backend.init_state(), self.options.chunk, self.options.tail_threshold)
+            streamer.push(encoded.hidden[row, :length], encoded.alphas[row, :length])
+            results.append(_from_hypothesis(streamer.finish()))
+        return results
+
+    def stream(self, decoder: str | None = None) -> StreamingSession:
+        """A new streaming session (``decoder``: ``semiar`` or ``ctc``; default: ours if it streams, else semiar)."""
+        default = self.options.decoder if self.options.decoder in ("semiar", "ctc") else "semiar"
+        return StreamingSession(self, decoder or default)
+
+    def transcript(self, decoded: _Decoded, seconds: float) -> Transcript:
+        """Text and word times (seconds, clipped to the audio) of decoded tokens."""
+        text = " ".join(self.vocabulary.decode(decoded.tokens).split())
+        if not decoded.starts:
+            return Transcript(text)
+        words = []
+        for span in word_spans(decoded.tokens, decoded.starts, decoded.ends, self.space_id):
+            word = self.vocabulary.decode(span.tokens).strip()
+            if word:
+                start = min(span.start * FRAME_SECONDS, seconds)
+                words.append(WordTiming(word, round(start, 3), round(min(span.end * FRAME_SECONDS, seconds), 3)))
+        return Transcript(text, tuple(words))
+
+
+class StreamingSession:
+    """One audio stream: ``accept_audio`` pieces as they arrive, then ``finish`` once.
+
+    The encoder runs chunk by chunk (``options.chunk`` frames of 40 ms) with
+    its caches; ``semiar`` decodes each chunk's CIF block with the earlier
+    labels as context, ``ctc`` decodes greedily. Interim transcripts only
+    grow. Algorithmic latency: one chunk (320 ms by default) plus 30 ms of
+    subsampling look-ahead and the 15 ms rest of the analysis window.
+    """
+
+    def __init__(self, recognizer: AsrRecognizer, decoder: str = "semiar") -> None:
+        if decoder not in ("semiar", "ctc"):
+            raise ConfigError(f"streaming supports the 'semiar' and 'ctc' decoders, not {decoder!r}")
+        require_decoder(recognizer.backend.decoders, decoder)
+        self.recognizer = recognizer
+        self.decoder = decoder
+        mel = recognizer.mel
+        self.framer = AudioFramer(mel.win_length, mel.hop_length)
+        self.encoder_state = recognizer.backend.init_stream()
+        self.samples = 0
+        self.finished = False
+        if decoder == "semiar":
+            backend = recognizer.backend.block_decoder()
+            self.streamer: SemiARStreamer | CtcStreamer = SemiARStreamer(
+                backend, backend.init_state(), recognizer.options.chunk, recognizer.options.tail_threshold)
+        else:
+            self.streamer = CtcStreamer()
+
+    def _advance(self, samples: np.ndarray, final: bool) -> StreamingHypothesis:
+        recognizer = self.recognizer
+        options, backend = recognizer.options, recognizer.backend
+        ready = self.framer.push(samples)
+        mel = backend.features(ready[None]) if ready.size else np.zeros((1, recognizer.mel.n_mels, 0), np.float32)
+        encoded, self.encoder_state = backend.encode_stream(mel, self.encoder_state, options.chunk,
+                                                            options.left_chunks, final)
+        if isinstance(self.streamer, CtcStreamer):
+            hypothesis = self.streamer.push(encoded.ctc_log_probs[0])
+            return self.streamer.hypothesis(final) if final else hypothesis
+        hypothesis = self.streamer.push(encoded.hidden[0], encoded.alphas[0])
+        return self.streamer.finish() if final else hypothesis
+
+    def accept_audio(self, samples: np.ndarray) -> Transcript:
+        """Add 16 kHz float32 samples ``[S]``; returns the transcript so far (interim)."""
+        if self.finished:
+            raise ConfigError("this streaming session is finished; start a new one")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(samples)):
+            raise AudioError("stream", "the audio contains NaN or infinite samples")
+        self.samples += samples.size
+        return self._transcript(self._advance(samples, final=False))
+
+    def finish(self) -> Transcript:
+        """Flush the last partial chunk and return the final transcript."""
+        if self.finished:
+            raise ConfigError("finish() was already called on this streaming session")
+        self.finished = True
+        return self._transcript(self._advance(np.zeros(0, dtype=np.float32), final=True))
+
+    def _transcript(self, hypothesis: StreamingHypothesis) -> Transcript:
+        seconds = self.samples / self.recognizer.sample_rate
+        return self.recognizer.transcript(_from_hypothesis(hypothesis), seconds)
+
+
+def _aligned(log_probs: np.ndarray, tokens: tuple[int, ...]) -> CtcPath:
+    """CTC frame spans for ``tokens``; without spans when they cannot be aligned."""
+    try:
+        return ctc_align(log_probs, tokens)
+    except ValueError:
+        return CtcPath(tokens, (), ())
+
+
+def _from_hypothesis(h: StreamingHypothesis) -> _Decoded:
+    return _Decoded(h.tokens, h.starts, tuple(f + 1 for f in h.fires))

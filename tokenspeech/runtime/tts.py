@@ -1,0 +1,245 @@
+"""ONNX Runtime adapters from an exported TTS model to the NumPy decoding protocols.
+
+:class:`OnnxTtsBackend` is a :class:`tokenspeech.tts.backend.TtsBackend`, the
+twin of :class:`tokenspeech.tts.torch_backend.TorchTtsBackend`: the same
+:class:`tokenspeech.tts.pipeline.Synthesizer` and decoding strategies run
+over it. Its adapters:
+
+- :class:`OnnxMaskedModel`: ``MaskedModel`` over ``tts_masked`` (whole sentence)
+- :class:`OnnxBlockModel`: ``BlockModel`` over ``tts_block`` (KV cache of committed blocks)
+- :class:`OnnxArStep`: ``StepModel`` over ``tts_ar_step`` (first codebook, KV cache)
+
+Caches are dicts from the graphs' ``cache_in`` names to arrays; with I/O
+binding (CUDA) they stay on the device between steps.
+
+Axes: B batch, N phonemes, F frames, S new frames, K codebooks, V codebook size, D dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from tokenspeech.codecs.base import CodecInfo
+from tokenspeech.decoding.masked import MASK
+from tokenspeech.errors import ConfigError
+from tokenspeech.export.manifest import TtsNames, cache_names
+from tokenspeech.runtime.codec import zeros_for
+from tokenspeech.runtime.manifest import ExportDirectory, GraphSet
+from tokenspeech.runtime.sessions import Graph, RuntimeOptions, host
+from tokenspeech.text.vocab import Vocabulary
+from tokenspeech.tts.backend import Conditioning
+
+Cache = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OnnxTtsInfo:
+    """What the pipeline reads from the model card (:class:`tokenspeech.tts.backend.TtsModelInfo`)."""
+
+    phonemes: Vocabulary
+    voices: tuple[str, ...]
+    codec: CodecInfo
+    g2p_language: str
+    codebooks: int
+
+
+class _CachedGraph:
+    """A step graph whose ``cache_out.*`` outputs feed its ``cache_in.*`` inputs next time."""
+
+    def __init__(self, graph: Graph, names: TtsNames, layers: int) -> None:
+        self.graph = graph
+        self.cache_in = cache_names(names.cache_in, layers)
+        self.cache_out = cache_names(names.cache_out, layers)
+
+    def empty(self, batch: int) -> Cache:
+        return zeros_for(self.graph, self.cache_in, batch)
+
+    def run(self, feeds: dict[str, Any], cache: Cache) -> tuple[dict[str, Any], Cache]:
+        outputs = self.graph.run({**feeds, **cache}, keep=self.cache_out)
+        return outputs, {i: outputs[o] for i, o in zip(self.cache_in, self.cache_out)}
+
+
+class OnnxTtsBackend:
+    """The networks of an exported TTS model; see the module docstring."""
+
+    def __init__(self, export: ExportDirectory, options: RuntimeOptions = RuntimeOptions()) -> None:
+        entry = export.model("tts")
+        self.entry = entry
+        self.names: TtsNames = export.names("tts")
+        self.graphs: GraphSet = export.graphs("tts", options)
+        config = entry["config"]
+        self.info = OnnxTtsInfo(Vocabulary.from_json(entry["phoneme_vocabulary"]), tuple(entry["voices"]),
+                                CodecInfo.from_json(entry["codec"]), entry["g2p"]["language"],
+                                int(config["num_codebooks"]))
+        self.context_codebooks = int(config["context_codebooks"])
+        self.mask_id = int(entry["mask_id"])
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.info.codebooks
+
+    def condition(self, phonemes: np.ndarray, voice: int, rate: float = 1.0,
+                  durations: np.ndarray | None = None) -> Conditioning:
+        names = self.names
+        ids = np.asarray(phonemes, dtype=np.int64)[None]
+        speaker = np.array([voice], dtype=np.int64)
+        text = self.graphs[names.text].run({names.phonemes: ids, names.voice: speaker,
+                                            names.rate: np.array(rate, dtype=np.float32)})
+        frames = text[names.durations] if durations is None else np.asarray(durations, dtype=np.int64)[None]
+        cond = self.graphs[names.condition].run({names.hidden: text[names.hidden], names.durations: frames,
+                                                 names.voice: speaker})[names.cond]
+        return Conditioning(cond, frames[0].copy())
+
+    def unconditional(self, cond: np.ndarray) -> np.ndarray:
+        return self.graphs[self.names.unconditional].run({self.names.cond: cond})[self.names.uncond]
+
+    def masked(self) -> OnnxMaskedModel:
+        return OnnxMaskedModel(self)
+
+    def blocks(self) -> OnnxBlockModel:
+        return OnnxBlockModel(self)
+
+    def ar(self) -> OnnxArStep:
+        if not self.graphs.has(self.names.ar_step):
+            raise ConfigError("this TTS model has no AR codec LM (ar_layers = 0); use decoder nar or semiar")
+        return OnnxArStep(self)
+
+
+@dataclass(frozen=True)
+class MaskedState:
+    """Conditioning ``[B, F, D]`` and its unconditional twin for whole-sequence passes."""
+
+    cond: np.ndarray
+    uncond: np.ndarray
+
+
+class OnnxMaskedModel:
+    """MaskedModel over ``tts_masked`` (full attention)."""
+
+    def __init__(self, backend: OnnxTtsBackend) -> None:
+        self.backend = backend
+        self.graph = backend.graphs[backend.names.masked]
+
+    def prepare(self, cond: np.ndarray) -> MaskedState:
+        return MaskedState(cond, self.backend.unconditional(cond))
+
+    def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: MaskedState,
+               unconditional: bool = False) -> tuple[np.ndarray, MaskedState]:
+        names = self.backend.names
+        feeds = {names.codes: np.ascontiguousarray(tokens, dtype=np.int64),
+                 names.cond: state.uncond if unconditional else state.cond,
+                 names.codebooks: np.asarray(codebooks, dtype=np.int64)}
+        return self.graph.run(feeds)[names.logits], state
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """The cache a block pass produced, kept until :meth:`OnnxBlockModel.commit` may reuse it."""
+
+    start: int
+    tokens: np.ndarray  # [B, K, S] the pass' input
+    cache: Cache
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """Committed context of one stream: KV caches (conditional and, with guidance, unconditional)."""
+
+    cond: np.ndarray  # [B, F, D]
+    uncond: np.ndarray | None
+    cache: Cache
+    uncond_cache: Cache | None
+    pending: _Pending | None = None
+    pending_uncond: _Pending | None = None
+
+
+class OnnxBlockModel:
+    """BlockModel over ``tts_block``; committed blocks show their first ``context_codebooks`` codebooks.
+
+    As in the PyTorch adapter, when the last pass of a block had exactly the
+    committed input its cache is reused, so committing costs no extra pass.
+    """
+
+    def __init__(self, backend: OnnxTtsBackend) -> None:
+        self.backend = backend
+        self.step = _CachedGraph(backend.graphs[backend.names.block], backend.names,
+                                 int(backend.entry["layers"]["codec"]))
+
+    def prepare(self, cond: np.ndarray, guidance: bool = False) -> BlockState:
+        batch = cond.shape[0]
+        uncond = self.backend.unconditional(cond) if guidance else None
+        return BlockState(cond, uncond, self.step.empty(batch), self.step.empty(batch) if guidance else None)
+
+    def _pass(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], cond: np.ndarray,
+              cache: Cache) -> tuple[np.ndarray, Cache]:
+        names = self.backend.names
+        feeds = {names.codes: np.ascontiguousarray(tokens, dtype=np.int64),
+                 names.cond: np.ascontiguousarray(cond[:, start:start + tokens.shape[2]]),
+                 names.codebooks: np.asarray(codebooks, dtype=np.int64)}
+        outputs, new_cache = self.step.run(feeds, cache)
+        return outputs[names.logits], new_cache
+
+    def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: BlockState,
+                     unconditional: bool = False) -> tuple[np.ndarray, BlockState]:
+        if unconditional and state.uncond is None:
+            raise RuntimeError("prepare the block state with guidance=True to use guidance")
+        cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
+        logits, new_cache = self._pass(tokens, start, codebooks, cond, cache)
+        pending = _Pending(start, np.array(tokens, dtype=np.int64), new_cache)
+        state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
+        return logits, state
+
+    def commit(self, tokens: np.ndarray, start: int, state: BlockState) -> BlockState:
+        view = np.array(tokens, dtype=np.int64)
+        view[:, self.backend.context_codebooks:] = MASK
+        cache = self._extend(view, start, state.cond, state.cache, state.pending)
+        uncond_cache = None if state.uncond is None else self._extend(view, start, state.uncond,
+                                                                      state.uncond_cache, state.pending_uncond)
+        return BlockState(state.cond, state.uncond, cache, uncond_cache)
+
+    def _extend(self, view: np.ndarray, start: int, cond: np.ndarray, cache: Cache,
+                pending: _Pending | None) -> Cache:
+        if pending is not None and pending.start == start and np.array_equal(pending.tokens, view):
+            return pending.cache
+        return self._pass(view, start, (0,), cond, cache)[1]
+
+
+@dataclass(frozen=True)
+class ArState:
+    """AR LM context: conditioning ``[B, F, D]``, KV cache, next frame index."""
+
+    cond: np.ndarray
+    cache: Cache
+    position: int
+
+
+class OnnxArStep:
+    """StepModel over ``tts_ar_step``: tokens are the previous first-codebook codes (``V`` = BOS)."""
+
+    def __init__(self, backend: OnnxTtsBackend) -> None:
+        self.backend = backend
+        self.step_graph = _CachedGraph(backend.graphs[backend.names.ar_step], backend.names,
+                                       int(backend.entry["layers"]["ar"]))
+
+    @property
+    def bos_id(self) -> int:
+        return self.backend.mask_id
+
+    def prepare(self, cond: np.ndarray) -> ArState:
+        return ArState(cond, self.step_graph.empty(cond.shape[0]), 0)
+
+    def step(self, tokens: np.ndarray, state: ArState) -> tuple[np.ndarray, ArState]:
+        names = self.backend.names
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        cond = np.ascontiguousarray(state.cond[:, state.position:state.position + tokens.shape[1]])
+        outputs, cache = self.step_graph.run({names.tokens: tokens, names.cond: cond}, state.cache)
+        return outputs[names.logits], ArState(state.cond, cache, state.position + tokens.shape[1])
+
+    def select(self, state: ArState, rows: np.ndarray) -> ArState:
+        """Keep ``rows`` of every cache (device caches come back to the host for the gather)."""
+        index = np.asarray(rows, dtype=np.int64)
+        return ArState(state.cond[index], {k: host(v)[index] for k, v in state.cache.items()}, state.position)
