@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := espeak-ng libespeak-ng1 sox ffmpeg flac opus-tools codec2 flite fortunes fortunes-min wordnet-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install system-deps clean-venv
+.PHONY: demo test install system-deps clean-venv protos
 
 install: system-deps $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# Regenerate the committed gRPC stubs after editing proto/ (a test fails while they are stale).
+protos: $(STAMP)
+	$(PY) -m tokenspeech.serving.protogen
 
 DEMO := .demo
 TS := $(VENV)/bin/tokenspeech
