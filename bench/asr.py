@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""Our ASR decoders against Whisper base and PocketSphinx, side by side in one run (issue 4's measurement).
+
+Systems (all on the same --threads, default 1; one utterance at a time):
+  ctc            our model, CTC head, greedy (--beam > 1: prefix beam search)
+  paraformer     our model, CIF predictor + parallel decoder (one pass)
+  ar             our model, attention decoder, token by token (--beam)
+  semiar-stream  our model streaming: audio fed in chunk-sized pieces to a
+                 StreamingSession (semi-AR blocks with label context), like a live call
+  whisper        faster-whisper base int8, beam 5: the same model, folder and
+                 settings as our judge (tokenspeech.eval.judge.WhisperJudge)
+  pocketsphinx   PocketSphinx 5 with the en-us model shipped in its PyPI wheel
+
+Test sets (--per-set clips each, drawn with --seed):
+  test       corpus test split: sentences no model saw, trained voices
+  heldout    corpus heldout split: voices no model saw (flite, espeak variants)
+  telephone  the test clips through a phone line: 16 kHz -> 8 kHz, 300-3400 Hz
+             band-pass, -> 16 kHz
+
+Measured: WER (tokenspeech.eval.wer.error_rates against the manifest `text`,
+numbers spelled out, case and punctuation ignored), RTF = CPU seconds per
+audio second (this process and its threads; wall RTF too, which other work on
+the machine inflates), model load time; for streaming the algorithmic latency
+(chunk + subsampling look-ahead + analysis window, from the chunk size) and
+its WER relative to the offline paraformer decoder (same encoder and CIF).
+One untimed warm-up utterance precedes each system's timed pass.
+
+Usage:
+  .venv/bin/python bench/asr.py                                   # shipped model, 100 clips per set
+  .venv/bin/python bench/asr.py --model runs/asr/best.safetensors --threads 2
+  .venv/bin/python bench/asr.py --model /tmp/tiny/asr --per-set 3 --systems ctc,semiar-stream   # smoke run
+
+Prints a Markdown table and the ratios issue 4 asks about; writes OUT/results.json
+with every hypothesis. Needs the [eval] extra (faster-whisper, jiwer, the judge
+model packages, pocketsphinx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from _common import (RATE, Row, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
+                     split_list, threads, timed, warn_if_busy, write_json)
+
+OURS = ("ctc", "paraformer", "ar", "semiar-stream")
+PEERS = ("whisper", "pocketsphinx")
+SETS = ("test", "heldout", "telephone")
+PHONE_RATE = 8000
+PHONE_BAND_HZ = (300.0, 3400.0)
+STREAM_REFERENCE = "paraformer"  # the offline decoder streaming is compared with
+
+logger = logging.getLogger("bench.asr")
+
+
+# ----------------------------------------------------------------------------- test sets
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    set: str
+    voice: str
+    text: str
+    wav: np.ndarray  # [T] float32, 16 kHz
+
+    @property
+    def seconds(self) -> float:
+        return self.wav.size / RATE
+
+
+def telephone(wav: np.ndarray) -> np.ndarray:
+    """``wav`` as a narrow-band phone line delivers it: 8 kHz, 300-3400 Hz, back at 16 kHz."""
+    from scipy.signal import butter, sosfilt
+
+    from tokenspeech.audio import resample
+
+    narrow = resample(wav, RATE, PHONE_RATE)
+    band = butter(4, PHONE_BAND_HZ, btype="bandpass", fs=PHONE_RATE, output="sos")
+    return resample(sosfilt(band, narrow).astype(np.float32), PHONE_RATE, RATE)
+
+
+def _clips(rows: list[Row], name: str) -> list[Clip]:
+    from tokenspeech.audio import load_audio
+
+    return [Clip(r.id, name, r.voice, r.text, load_audio(r.path, RATE)[0]) for r in rows]
+
+
+def pick_clips(corpus: Path, sets: list[str], per_set: int, seed: int) -> list[Clip]:
+    """``per_set`` clips of each set; the telephone set is the test clips, band-limited."""
+    clips: list[Clip] = []
+    needs_test = "test" in sets or "telephone" in sets
+    test = _clips(sample(read_split(corpus, "test"), per_set, seed), "test") if needs_test else []
+    if "test" in sets:
+        clips += test
+    if "heldout" in sets:
+        clips += _clips(sample(read_split(corpus, "heldout"), per_set, seed), "heldout")
+    if "telephone" in sets:
+        clips += [Clip(c.id, "telephone", c.voice, c.text, telephone(c.wav)) for c in test]
+    return clips
+
+
+# ----------------------------------------------------------------------------- systems
+
+
+class System(Protocol):
+    name: str
+
+    def transcribe(self, wav: np.ndarray) -> str:
+        """Text of 16 kHz mono float32 ``wav``."""
+        ...
+
+
+class OursOffline:
+    """One of our offline decoders over the loaded model (the whole clip at once)."""
+
+    def __init__(self, bundle, decoder: str, beam: int) -> None:
+        from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
+
+        self.name = decoder
+        self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder=decoder, beam_size=beam))
+
+    def transcribe(self, wav: np.ndarray) -> str:
+        return self.recognizer.transcribe_batch([wav])[0].text
+
+
+class OursStreaming:
+    """Our semi-AR streaming session, fed one chunk of audio at a time as a live client would."""
+
+    name = "semiar-stream"
+
+    def __init__(self, bundle, chunk: int) -> None:
+        from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
+
+        self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="semiar", chunk=chunk))
+        mel = bundle.mel
+        self.piece = chunk * 4 * mel.hop_length  # one encoder frame = 4 feature hops
+        self.latency_ms = algorithmic_latency_ms(chunk, mel)
+
+    def transcribe(self, wav: np.ndarray) -> str:
+        session = self.recognizer.stream("semiar")
+        for start in range(0, wav.size, self.piece):
+            session.accept_audio(wav[start:start + self.piece])
+        return session.finish().text
+
+
+def algorithmic_latency_ms(chunk: int, mel) -> float:
+    """How long the first sample of a chunk waits for its text, compute aside.
+
+    The encoder emits ``chunk`` frames at once, and its first frame needs
+    ``features_needed(chunk)`` feature frames (subsampling look-ahead), each
+    a ``win_length`` window every ``hop_length`` samples (no centring).
+    """
+    from tokenspeech.models.asr_encoder import features_needed
+
+    samples = (features_needed(chunk) - 1) * mel.hop_length + mel.win_length
+    return 1000.0 * samples / mel.sample_rate
+
+
+class Whisper:
+    """faster-whisper base int8, beam 5: our judge, timed as a peer."""
+
+    name = "whisper"
+
+    def __init__(self, n_threads: int) -> None:
+        from tokenspeech.eval.judge import WhisperJudge
+
+        self.judge = WhisperJudge(threads=n_threads)
+
+    def transcribe(self, wav: np.ndarray) -> str:
+        return self.judge.transcribe(wav)
+
+
+class PocketSphinx:
+    """PocketSphinx 5, en-us acoustic model, trigram LM and dictionary from its wheel (single-threaded)."""
+
+    name = "pocketsphinx"
+
+    def __init__(self) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            fail("pocketsphinx is not installed: pip install 'tokenspeech[eval]' (or leave it out of --systems)")
+        self.decoder = Decoder(samprate=RATE, loglevel="FATAL")
+
+    def transcribe(self, wav: np.ndarray) -> str:
+        pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype("<i2").tobytes()
+        self.decoder.start_utt()
+        self.decoder.process_raw(pcm, full_utt=True)
+        self.decoder.end_utt()
+        hypothesis = self.decoder.hyp()
+        return hypothesis.hypstr if hypothesis is not None else ""
+
+
+def build_system(name: str, args: argparse.Namespace, bundle) -> System:
+    if name == "semiar-stream":
+        return OursStreaming(bundle, args.chunk)
+    if name in OURS:
+        return OursOffline(bundle, name, args.beam)
+    if name == "whisper":
+        return Whisper(args.threads)
+    return PocketSphinx()
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Result:
+    name: str
+    load_seconds: float
+    hyps: list[str] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    wer: dict[str, dict] = field(default_factory=dict)  # set -> ErrorRates.to_dict()
+    cpu_rtf: float | None = None
+    wall_rtf: float | None = None
+    latency_ms: float | None = None
+    skipped: str | None = None  # why the system did not run
+
+    def wer_percent(self, set_name: str) -> float | None:
+        rates = self.wer.get(set_name)
+        return 100.0 * rates["wer"] if rates else None
+
+
+def run_system(name: str, args: argparse.Namespace, bundle, clips: list[Clip]) -> Result:
+    """Load, warm up on the first clip, then transcribe every clip, timing each."""
+    from tqdm import tqdm
+
+    from tokenspeech.errors import ConfigError
+    from tokenspeech.eval.wer import error_rates
+
+    try:
+        loaded = timed(build_system, name, args, bundle)
+    except ConfigError as error:  # e.g. a model trained without this decoder
+        logger.warning("%s skipped: %s", name, error)
+        return Result(name, 0.0, skipped=str(error))
+    system = loaded.value
+    result = Result(name, loaded.wall, latency_ms=getattr(system, "latency_ms", None))
+    system.transcribe(clips[0].wav)
+    for clip in tqdm(clips, desc=name, unit="clip", leave=False):
+        run = timed(system.transcribe, clip.wav)
+        result.hyps.append(run.value)
+        result.cpu.append(run.cpu)
+        result.wall.append(run.wall)
+    seconds = sum(c.seconds for c in clips)
+    result.cpu_rtf, result.wall_rtf = sum(result.cpu) / seconds, sum(result.wall) / seconds
+    for set_name in dict.fromkeys(c.set for c in clips):
+        pairs = [(c.text, h) for c, h in zip(clips, result.hyps) if c.set == set_name]
+        result.wer[set_name] = error_rates([p[0] for p in pairs], [p[1] for p in pairs]).to_dict()
+    return result
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def key_ratios(results: dict[str, Result], sets: list[str]) -> dict[str, object]:
+    """The comparisons issue 4 asks for; a ratio is None when one side did not run or is zero."""
+    def wer(name: str, set_name: str) -> float | None:
+        r = results.get(name)
+        return r.wer_percent(set_name) if r and not r.skipped else None
+
+    def rtf(name: str) -> float | None:
+        r = results.get(name)
+        return r.cpu_rtf if r and not r.skipped else None
+
+    def relative(a: float | None, b: float | None) -> float | None:
+        change = ratio(a, b)
+        return None if change is None else change - 1.0
+
+    ours = [n for n in OURS if n in results]
+    return {
+        "wer_ours_over_whisper": {n: {s: ratio(wer(n, s), wer("whisper", s)) for s in sets} for n in ours},
+        "rtf_ours_over_whisper": {n: ratio(rtf(n), rtf("whisper")) for n in ours},
+        "paraformer_speedup_over_ar": ratio(rtf("ar"), rtf("paraformer")),
+        "paraformer_relative_wer_change_vs_ar": {s: relative(wer("paraformer", s), wer("ar", s)) for s in sets},
+        "streaming_relative_wer_change_vs_offline": {
+            s: relative(wer("semiar-stream", s), wer(STREAM_REFERENCE, s)) for s in sets},
+        "streaming_offline_reference": STREAM_REFERENCE,
+    }
+
+
+def results_table(results: dict[str, Result], sets: list[str]) -> str:
+    header = ["system"] + [f"WER % {s}" for s in sets] + ["CPU RTF", "wall RTF", "load s", "latency ms"]
+    rows = []
+    for r in results.values():
+        if r.skipped:
+            rows.append([r.name] + ["skipped"] + [""] * (len(header) - 2))
+            continue
+        rows.append([r.name] + [number(r.wer_percent(s)) for s in sets]
+                    + [number(r.cpu_rtf, ".3f"), number(r.wall_rtf, ".3f"), number(r.load_seconds, ".2f"),
+                       number(r.latency_ms, ".0f")])
+    return markdown_table(header, rows)
+
+
+def ratios_text(ratios: dict[str, object], sets: list[str]) -> str:
+    def times(value: float | None) -> str:
+        return number(value, ".3g", "x")
+
+    def percent(value: float | None) -> str:
+        return number(None if value is None else 100 * value, "+.0f", " %")
+
+    wer_rows = [[name] + [times(by_set[s]) for s in sets] + [times(ratios["rtf_ours_over_whisper"][name])]
+                for name, by_set in ratios["wer_ours_over_whisper"].items()]
+    lines = ["Ours relative to Whisper base (below 1x: ours better / faster):", "",
+             markdown_table(["ours"] + [f"WER / whisper {s}" for s in sets] + ["CPU RTF / whisper"], wer_rows), "",
+             f"- paraformer speed-up over AR (CPU): {times(ratios['paraformer_speedup_over_ar'])}"]
+    change = ratios["paraformer_relative_wer_change_vs_ar"]
+    lines.append("- paraformer WER relative to AR: " + ", ".join(f"{s} {percent(change[s])}" for s in sets))
+    stream = ratios["streaming_relative_wer_change_vs_offline"]
+    lines.append(f"- streaming (semiar-stream) WER relative to offline {ratios['streaming_offline_reference']}: "
+                 + ", ".join(f"{s} {percent(stream[s])}" for s in sets))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="our ASR model (.safetensors + .json card; default: tokenspeech/assets/asr)")
+    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"),
+                        help="corpus folder with test.jsonl and heldout.jsonl (default: /work/corpus)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/asr"), help="folder for results.json")
+    parser.add_argument("--per-set", type=int, default=100, help="clips per test set (default 100; 3 for a smoke run)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the clip choice (default 0)")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma list of test sets (default: {','.join(SETS)})")
+    parser.add_argument("--systems", default=",".join(OURS + PEERS),
+                        help=f"comma list of systems (default: all: {','.join(OURS + PEERS)})")
+    parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
+    parser.add_argument("--beam", type=int, default=1, help="beam of our ctc and ar decoders (default 1 = greedy)")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="streaming chunk in 40 ms encoder frames (default: RecognizerOptions, 8 = 320 ms)")
+    args = parser.parse_args(argv)
+    if args.per_set < 1:
+        fail("--per-set must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    sets = split_list(args.sets, SETS, "--sets")
+    names = split_list(args.systems, OURS + PEERS, "--systems")
+    with threads(args.threads):
+        from tokenspeech.asr.recognizer import RecognizerOptions, load_asr_model
+
+        args.chunk = args.chunk or RecognizerOptions().chunk
+        bundle = load_or_fail(lambda: load_asr_model(args.model), "ASR model") if set(names) & set(OURS) else None
+        foreign = warn_if_busy(args.threads)
+        clips = pick_clips(args.corpus, sets, args.per_set, args.seed)
+        logger.info("%d clips (%s), %.1f s of audio, %d thread(s)", len(clips), ", ".join(sets),
+                    sum(c.seconds for c in clips), args.threads)
+        results = {name: run_system(name, args, bundle, clips) for name in names}
+    ratios = key_ratios(results, sets)
+    print("\n" + results_table(results, sets) + "\n\n" + ratios_text(ratios, sets))
+    report = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
+        "model_card_metrics": bundle.card.get("metrics") if bundle else None,
+        "foreign_cores_busy_at_start": foreign, "threads": args.threads, "seed": args.seed, "beam": args.beam,
+        "chunk": args.chunk,
+        "clips": [{"id": c.id, "set": c.set, "voice": c.voice, "text": c.text, "seconds": c.seconds} for c in clips],
+        "systems": {name: vars(r) for name, r in results.items()}, "ratios": ratios,
+    }
+    write_json(args.out / "results.json", report)
+    print(f"\nwrote {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
