@@ -15,14 +15,14 @@ from serving_harness import free_port
 from tiny_models import VOICES, tiny_asr_bundle, tiny_codec, tiny_tts_bundle
 
 from tokenspeech.asr.model_io import save_asr_model
-from tokenspeech.cli import main
 from tokenspeech.codecs.native import save_native_codec
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.serving import protogen
 from tokenspeech.serving.config import ModelSpec, ServerConfig
 from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
-from tokenspeech.serving.registry import card_kind, load_registry
+from tokenspeech.serving.model_files import card_kind
+from tokenspeech.serving.registry import load_registry
 from tokenspeech.tts.model_io import save_tts_model
 
 ROOT = Path(__file__).parents[1]
@@ -55,11 +55,6 @@ def test_cli_help_imports_neither_grpc_nor_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "--max-streams" in result.stdout and "--tls-cert" in result.stdout
-
-
-def test_onnx_backend_is_refused_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--backend", "onnx", "--port", "0"]) == 2
-    assert "not available yet" in capsys.readouterr().err
 
 
 def test_server_config_is_validated_in_one_place(tmp_path: Path) -> None:

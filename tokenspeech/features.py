@@ -26,6 +26,7 @@ Definition (axis glossary: ``B`` batch, ``T`` samples, ``F`` frames,
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import asdict, dataclass, fields
@@ -205,6 +206,19 @@ def frame_signal(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
     return windows[..., : num_frames * cfg.hop_length : cfg.hop_length, :]
 
 
+@functools.lru_cache(maxsize=8)
+def _float64_weights(cfg: MelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``dft_basis`` (real, imag ``[K, W]``) and the transposed filterbank ``[K, M]`` in float64, read-only.
+
+    Made once per configuration: rebuilding them took a quarter of the time of a 7 s utterance's features.
+    """
+    real, imag = (basis.astype(np.float64) for basis in dft_basis(cfg))
+    weights = (real, imag, mel_filterbank(cfg).T.astype(np.float64))
+    for array in weights:
+        array.setflags(write=False)
+    return weights
+
+
 def log_mel_numpy(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """Log-mel features of ``wav [T]`` -> ``[M, F]`` or ``wav [B, T]`` -> ``[B, M, F]``.
 
@@ -221,9 +235,9 @@ def log_mel_numpy(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
     # The float32 weights are applied in float64: this is the reference
     # implementation, and float64 makes each frame's value independent of how
     # many frames share a matmul (so streaming equals offline to float32 ulps).
-    real, imag = (basis.astype(np.float64) for basis in dft_basis(cfg))
+    real, imag, mel_weights = _float64_weights(cfg)
     frames = frame_signal(wav.astype(np.float32, copy=False).astype(np.float64), cfg)  # [..., F, W]
     power = np.square(frames @ real.T) + np.square(frames @ imag.T)  # [..., F, K]
-    mel = power @ mel_filterbank(cfg).T.astype(np.float64)  # [..., F, M]
+    mel = power @ mel_weights  # [..., F, M]
     log_mel = np.log(np.maximum(mel, cfg.log_floor))
     return np.ascontiguousarray(np.swapaxes(log_mel, -1, -2), dtype=np.float32)

@@ -58,16 +58,35 @@ def empty_cache(config: TransformerConfig, batch: int, device: torch.device | No
             for _ in range(config.layers)]
 
 
+Rope = tuple[Tensor, Tensor]  # cos, sin ``[S, Dh / 2]`` of positions ``offset .. offset + S - 1``
+
+
+def rotary_tables(length: int, head_dim: int, offset: int | Tensor, device: torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> Rope:
+    """cos and sin ``[S, Dh / 2]`` of the rotation angles of positions ``offset + s``.
+
+    Computed once per pass and shared by the queries and keys of every layer
+    (they all use the same positions), instead of once per tensor and layer.
+    """
+    half = head_dim // 2
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    positions = torch.arange(length, device=device, dtype=torch.float32) + offset
+    angles = positions[:, None] * inv_freq[None, :]  # [S, half]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, rope: Rope) -> Tensor:
+    """Rotate pairs of channels of ``x [B, H, S, Dh]`` by the angles of ``rope``."""
+    cos, sin = rope
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
 def rotary(x: Tensor, offset: int | Tensor) -> Tensor:
     """Rotate pairs of channels of ``x [B, H, S, Dh]`` by position ``offset + s``."""
     _, _, length, head_dim = x.shape
-    half = head_dim // 2
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, half, device=x.device, dtype=torch.float32) / half))
-    positions = torch.arange(length, device=x.device, dtype=torch.float32) + offset
-    angles = positions[:, None] * inv_freq[None, :]  # [S, half]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return apply_rotary(x, rotary_tables(length, head_dim, offset, x.device, x.dtype))
 
 
 class SelfAttention(nn.Module):
@@ -78,12 +97,19 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.dim, config.dim)
         self.dropout = config.dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None) -> tuple[Tensor, LayerCache]:
-        """``x [B, S, D]``; ``mask [B or 1, 1, S, P+S]`` bool (True = may attend) or None."""
+    def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None,
+                rope: Rope | None = None) -> tuple[Tensor, LayerCache]:
+        """``x [B, S, D]``; ``mask [B or 1, 1, S, P+S]`` bool (True = may attend) or None.
+
+        ``rope``: the rotary tables of these positions (:func:`rotary_tables`), made here when not given.
+        """
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        offset = 0 if cache is None else cache.key.shape[2]
-        q, k = rotary(q, offset), rotary(k, offset)
+        if rope is None:
+            offset = 0 if cache is None else cache.key.shape[2]
+            rope = rotary_tables(length, dim // self.heads, offset, x.device)
+        rope = (rope[0].to(q.dtype), rope[1].to(q.dtype))  # float32 tables, rounded like q (autocast)
+        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is not None:
             k = torch.cat([cache.key, k], dim=2)
             v = torch.cat([cache.value, v], dim=2)
@@ -134,8 +160,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None = None,
                 memory_kv: tuple[Tensor, Tensor] | None = None,
-                memory_mask: Tensor | None = None) -> tuple[Tensor, LayerCache]:
-        attended, new_cache = self.attention(self.norm1(x), mask, cache)
+                memory_mask: Tensor | None = None, rope: Rope | None = None) -> tuple[Tensor, LayerCache]:
+        attended, new_cache = self.attention(self.norm1(x), mask, cache, rope)
         x = x + self.drop(attended)
         if self.cross is not None and memory_kv is not None:
             x = x + self.drop(self.cross(self.norm_cross(x), memory_kv, memory_mask))
@@ -183,9 +209,15 @@ class Transformer(nn.Module):
         memory_kv = self.memory_kv(memory) if memory is not None else [None] * len(self.blocks)
         memory_mask = None if memory_lengths is None or memory is None else \
             attention_mask(memory_lengths, memory.shape[1], causal=False)[:, :, :1, :]
+        rope = self._rope(x, 0)
         for block, kv in zip(self.blocks, memory_kv):
-            x, _ = block(x, mask, None, kv, memory_mask)
+            x, _ = block(x, mask, None, kv, memory_mask, rope)
         return self.norm(x)
+
+    def _rope(self, x: Tensor, offset: int | Tensor) -> Rope:
+        """Rotary tables of the positions of ``x [B, S, D]`` after ``offset`` cached ones, for every layer."""
+        config = self.config
+        return rotary_tables(x.shape[1], config.dim // config.heads, offset, x.device)
 
     def step(self, x: Tensor, cache: list[LayerCache], memory_kv: list[tuple[Tensor, Tensor]] | None = None,
              memory_mask: Tensor | None = None) -> tuple[Tensor, list[LayerCache]]:
@@ -197,9 +229,10 @@ class Transformer(nn.Module):
         """
         past = cache[0].length
         mask = attention_mask(None, x.shape[1], self.config.causal, past) if x.shape[1] > 1 else None
+        rope = self._rope(x, past)
         new_cache = []
         for i, block in enumerate(self.blocks):
             kv = memory_kv[i] if memory_kv is not None else None
-            x, layer_cache = block(x, mask, cache[i], kv, memory_mask)
+            x, layer_cache = block(x, mask, cache[i], kv, memory_mask, rope)
             new_cache.append(layer_cache)
         return self.norm(x), new_cache

@@ -74,6 +74,11 @@ class GraphSet:
     def has(self, graph: str) -> bool:
         return graph in self.entries
 
+    def open_all(self) -> None:
+        """Create every session now (a server does this at start, so load errors show there, not mid-request)."""
+        for graph in self.entries:
+            self[graph]
+
     def __getitem__(self, graph: str) -> Graph:
         if graph not in self._open:
             if graph not in self.entries:

@@ -1,9 +1,10 @@
 """What the server needs from a loaded model (the engine protocols) and the backends that load them.
 
 The servicers only talk to :class:`TtsEngine`, :class:`AsrEngine` and
-:class:`CodecEngine`, with NumPy arrays. The PyTorch backend wraps the
-library pipelines; an ONNX Runtime backend (``tokenspeech.runtime``) plugs in
-by implementing :class:`Backend` and adding itself to :func:`get_backend`.
+:class:`CodecEngine`, with NumPy arrays. Both backends wrap the same library
+pipelines (``Synthesizer``, ``AsrRecognizer``): :class:`TorchBackend` over
+PyTorch modules, :class:`tokenspeech.serving.onnx_backend.OnnxBackend` over
+ONNX Runtime sessions (``tokenspeech.runtime``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tokenspeech.asr.base import Transcript
-from tokenspeech.errors import ConfigError
+from tokenspeech.serving.config import ServerConfig
 
 
 class TtsEngine(Protocol):
@@ -61,6 +62,10 @@ class CodecEngine(Protocol):
 class Backend(Protocol):
     name: str
 
+    def kinds(self, path: Path) -> tuple[str, ...]:
+        """The models (``tts``, ``asr``) a ``--models`` path serves with this backend."""
+        ...
+
     def load_tts(self, path: Path, codec: CodecEngine) -> TtsEngine: ...
 
     def load_asr(self, path: Path) -> AsrEngine: ...
@@ -68,24 +73,31 @@ class Backend(Protocol):
     def load_codec(self, path: Path | None) -> CodecEngine: ...
 
 
-class TorchAsrEngine:
-    """:class:`AsrEngine` over a loaded ASR bundle; one recogniser per decoder, made on first use."""
+class RecognizerEngine:
+    """:class:`AsrEngine` over one ASR backend (PyTorch or ONNX): one recogniser per decoder, made on first use.
 
-    def __init__(self, bundle: Any) -> None:
-        from tokenspeech.asr.recognizer import RecognizerOptions
+    All recognisers share the backend, so the networks (or ONNX sessions) are loaded once.
+    """
 
-        self.bundle = bundle
-        self.sample_rate = bundle.mel.sample_rate
+    def __init__(self, backend: Any, vocabulary: Any, mel: Any) -> None:
+        """``backend`` is an ``AsrBackend`` (:mod:`tokenspeech.asr.engine`); ``mel`` its ``MelConfig``."""
+        from tokenspeech.asr.engine import RecognizerOptions
+
+        self.backend = backend
+        self.vocabulary = vocabulary
+        self.mel = mel
+        self.sample_rate = mel.sample_rate
         self.max_seconds = RecognizerOptions().max_seconds
-        self.decoders = tuple(bundle.model.config.decoders)
+        self.decoders = tuple(backend.decoders)
         self.streaming_decoders = tuple(d for d in ("semiar", "ctc") if d in self.decoders)
         self._recognizers: dict[str, Any] = {}
 
     def recognizer(self, decoder: str) -> Any:
-        from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
+        from tokenspeech.asr.engine import AsrRecognizer, RecognizerOptions
 
         if decoder not in self._recognizers:
-            self._recognizers[decoder] = TorchRecognizer(self.bundle, RecognizerOptions(decoder=decoder))
+            self._recognizers[decoder] = AsrRecognizer(self.backend, self.vocabulary, self.mel,
+                                                       RecognizerOptions(decoder=decoder))
         return self._recognizers[decoder]
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], decoder: str) -> list[Transcript]:
@@ -93,6 +105,16 @@ class TorchAsrEngine:
 
     def open_stream(self, decoder: str) -> RecognitionStream:
         return self.recognizer(decoder).stream(decoder)
+
+
+class TorchAsrEngine(RecognizerEngine):
+    """:class:`RecognizerEngine` over a loaded ASR bundle (PyTorch modules)."""
+
+    def __init__(self, bundle: Any) -> None:
+        from tokenspeech.asr.torch_backend import TorchAsrBackend
+
+        super().__init__(TorchAsrBackend(bundle.model, bundle.mel), bundle.vocabulary, bundle.mel)
+        self.bundle = bundle
 
 
 class TorchCodecEngine:
@@ -121,6 +143,11 @@ class TorchCodecEngine:
 class TorchBackend:
     name = "torch"
 
+    def kinds(self, path: Path) -> tuple[str, ...]:
+        from tokenspeech.serving.model_files import card_kind
+
+        return (card_kind(path),)
+
     def load_tts(self, path: Path, codec: CodecEngine) -> TtsEngine:
         from tokenspeech.tts.model_io import load_tts_model
         from tokenspeech.tts.pipeline import Synthesizer
@@ -138,11 +165,11 @@ class TorchBackend:
         return TorchCodecEngine(load_native_codec(path))
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``; ``onnx`` is refused until ``tokenspeech.runtime`` provides one."""
-    if name == "torch":
+def get_backend(config: ServerConfig) -> Backend:
+    """The backend ``config.backend`` names, set up as ``config`` says."""
+    if config.backend == "torch":
         return TorchBackend()
-    if name == "onnx":
-        raise ConfigError("the ONNX Runtime backend is not available yet (tokenspeech.runtime is still being "
-                          "built); start the server with --backend torch")
-    raise ConfigError(f"unknown backend {name!r}; choose torch or onnx")
+    from tokenspeech.runtime.sessions import RuntimeOptions
+    from tokenspeech.serving.onnx_backend import OnnxBackend
+
+    return OnnxBackend(RuntimeOptions(intra_op_threads=config.threads), config.onnx_cache)

@@ -5,6 +5,8 @@ Examples:
   tokenspeech serve --models tts=runs/tts/tts.safetensors asr=runs/asr/asr.safetensors
   tokenspeech serve --host 0.0.0.0 --token "$TS_TOKEN" --tls-cert cert.pem --tls-key key.pem
   tokenspeech serve --max-streams 8 --metrics-port 9090
+  tokenspeech serve --backend onnx --models export/   # an export: tokenspeech export tts asr -o export/
+  tokenspeech serve --backend onnx --models runs/tts/tts.safetensors --threads 2
 
 Services: tokenspeech.v1.Speech (Synthesize, StreamingSynthesize, Recognize,
 StreamingRecognize, Encode, Decode, ListModels), nvidia.riva.tts.RivaSpeechSynthesis
@@ -15,6 +17,15 @@ Models: each --models entry is PATH or NAME=PATH (weights or card; the card
 says whether it is TTS or ASR); the first of each kind is the default. With
 --token every call must send the metadata "authorization: Bearer TOKEN"
 (health checks excepted). SIGINT/SIGTERM drain running streams first.
+
+Backends: torch (PyTorch eager) or onnx (ONNX Runtime through
+tokenspeech.runtime; same decoding code, same results within float
+rounding). With --backend onnx a --models PATH may also be an export
+directory (from `tokenspeech export`), which serves the TTS and/or ASR model
+in it (as NAME-tts and NAME-asr when it has both); a .safetensors model is
+exported first into --onnx-cache (a TTS together with the --codec weights),
+once: the export is reused while the weights, card and tokenspeech version
+stay the same. --codec may be an export directory holding a codec too.
 """
 
 from __future__ import annotations
@@ -30,9 +41,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gRPC port (default: {DEFAULT_PORT})")
     parser.add_argument("--models", nargs="+", default=[], metavar="[NAME=]PATH",
                         help="TTS/ASR models to serve (default: the shipped ones that exist)")
-    parser.add_argument("--codec", type=Path, default=None, help="codec weights for Encode/Decode (default: shipped)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend")
+    parser.add_argument("--codec", type=Path, default=None,
+                        help="codec weights for Encode/Decode, or (onnx backend) an export directory with a codec "
+                             "(default: shipped)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="inference backend: torch, or onnx (ONNX Runtime; see above)")
+    parser.add_argument("--onnx-cache", type=Path, default=None, metavar="DIR",
+                        help="onnx backend: where .safetensors models are exported "
+                             "(default: $XDG_CACHE_HOME/tokenspeech/onnx or ~/.cache/tokenspeech/onnx)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnx backend: intra-op threads per session (default 0: onnxruntime decides)")
     parser.add_argument("--max-streams", type=int, default=16, help="concurrent requests before RESOURCE_EXHAUSTED")
+    parser.add_argument("--max-batch", type=int, default=16,
+                        help="ready sessions one model step takes together (1 = one at a time)")
     parser.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' on every call")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
@@ -46,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from tokenspeech.serving.server import serve
 
     config = ServerConfig(host=args.host, port=args.port, models=tuple(ModelSpec.parse(m) for m in args.models),
-                          backend=args.backend, max_streams=args.max_streams, token=args.token,
+                          backend=args.backend, max_streams=args.max_streams, max_batch=args.max_batch,
+                          token=args.token,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
-                          grace_seconds=args.grace, codec=args.codec)
+                          grace_seconds=args.grace, codec=args.codec,
+                          onnx_cache=args.onnx_cache, threads=args.threads)
     return serve(config)

@@ -50,7 +50,9 @@ class ServerConfig:
     metrics_port: int | None = None  # Prometheus text endpoint; None = off
     max_batch: int = 16  # sessions one batcher step may take
     grace_seconds: float = 10.0  # how long shutdown lets running streams finish
-    codec: Path | None = None  # codec weights for Encode/Decode; None = the shipped tscodec
+    codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
+    onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir
+    threads: int = 0  # onnx backend: intra-op threads of each session; 0 = onnxruntime's default
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -61,6 +63,8 @@ class ServerConfig:
             raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
         if self.max_streams < 1 or self.max_batch < 1:
             raise ConfigError("--max-streams and the batch size must be at least 1")
+        if self.threads < 0:
+            raise ConfigError("--threads must be >= 0 (0 = onnxruntime's default)")
         if self.grace_seconds < 0:
             raise ConfigError("the shutdown grace period cannot be negative")
         if self.token is not None and not self.token.strip():

@@ -9,21 +9,21 @@ does). The first model of a kind is the default for requests that leave
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from tokenspeech.errors import ConfigError, ModelLoadError
+from tokenspeech.errors import ConfigError
 from tokenspeech.serving.backends import AsrEngine, Backend, CodecEngine, TtsEngine, get_backend
 from tokenspeech.serving.batcher import Batcher
 from tokenspeech.serving.config import ModelSpec, ServerConfig
+from tokenspeech.serving.model_files import ASR, TTS
 from tokenspeech.serving.status import NotFoundError
 
 logger = logging.getLogger(__name__)
 
-TTS, ASR, CODEC = "tts", "asr", "codec"
+CODEC = "codec"
 E = TypeVar("E")
 
 
@@ -93,46 +93,33 @@ def _find(models: dict[str, Loaded[E]], name: str, label: str, kind: str) -> Loa
     return models[name]
 
 
-def _card_path(path: Path) -> Path:
-    """The card beside ``x.safetensors``, ``x.json`` or ``x``; in a folder, ``tts.json`` or ``asr.json``."""
-    if path.is_dir():
-        return next((path / f"{k}.json" for k in (TTS, ASR) if (path / f"{k}.json").is_file()), path / "tts.json")
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    return stem.with_name(stem.name + ".json")
-
-
-def card_kind(path: Path) -> str:
-    """``tts`` or ``asr``, as the model card of ``path`` says."""
-    card = _card_path(path)
-    try:
-        kind = json.loads(card.read_text(encoding="utf-8")).get("kind")
-    except (OSError, json.JSONDecodeError, AttributeError) as error:
-        raise ModelLoadError(f"{path}: cannot read its model card {card} ({error})") from error
-    if kind not in (TTS, ASR):
-        raise ModelLoadError(f"{card}: kind {kind!r} cannot be served; give a TTS or ASR model")
-    return kind
-
-
 def _default_specs() -> list[ModelSpec]:
     assets = Path(__file__).resolve().parents[1] / "assets"
     return [ModelSpec(assets / f"{kind}.safetensors", kind) for kind in (TTS, ASR)
             if (assets / f"{kind}.safetensors").is_file()]
 
 
+def served_names(spec: ModelSpec, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(kind, name)`` of each model a spec serves: its name, or ``NAME-tts`` / ``NAME-asr`` when it holds both."""
+    if len(kinds) == 1:
+        return [(kinds[0], spec.served_name)]
+    return [(kind, f"{spec.served_name}-{kind}") for kind in kinds]
+
+
 def load_registry(config: ServerConfig, backend: Backend | None = None) -> ModelRegistry:
     """Load the codec and every model ``config`` names (default: the shipped ones that exist)."""
-    backend = backend or get_backend(config.backend)
+    backend = backend or get_backend(config)
     registry = ModelRegistry(config.max_batch)
     codec = backend.load_codec(config.codec)
     registry.set_codec(codec.info.name, codec)
     specs = list(config.models) or _default_specs()
     for spec in specs:
-        kind = card_kind(spec.path)
-        if kind == TTS:
-            registry.add_tts(spec.served_name, backend.load_tts(spec.path, codec))
-        else:
-            registry.add_asr(spec.served_name, backend.load_asr(spec.path))
-        logger.info("loaded %s model %r from %s", kind, spec.served_name, spec.path)
+        for kind, name in served_names(spec, backend.kinds(spec.path)):
+            if kind == TTS:
+                registry.add_tts(name, backend.load_tts(spec.path, codec))
+            else:
+                registry.add_asr(name, backend.load_asr(spec.path))
+            logger.info("loaded %s model %r from %s (%s backend)", kind, name, spec.path, backend.name)
     if not registry.tts and not registry.asr:
         logger.warning("no TTS or ASR model loaded (pass --models NAME=PATH); serving the codec only")
     return registry
