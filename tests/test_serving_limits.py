@@ -311,6 +311,35 @@ def test_concurrent_unary_recognitions_share_one_batched_model_call() -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("decoder", ["semiar", "nar"])
+def test_concurrent_synthesis_streams_share_batched_passes_and_each_gets_its_alone_audio(decoder: str) -> None:
+    server = ServerThread().start()
+    try:
+        batcher = server.registry.tts[TTS_NAME].batcher
+        stub = pb_grpc.SpeechStub(server.channel())
+        texts = ["Hello there. How are you today?", "Short one.", "A somewhat longer sentence, with a comma."]
+
+        def stream(index: int) -> bytes:
+            config = pb.SynthesisConfig(decoder=decoder, seed=index)
+            requests = [pb.StreamingSynthesizeRequest(config=config), pb.StreamingSynthesizeRequest(text=texts[index])]
+            return b"".join(chunk.audio for chunk in stub.StreamingSynthesize(iter(requests)))
+
+        alone = [stream(i) for i in range(3)]
+        assert batcher.largest_call == 1
+        release = hold(batcher)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(stream, i) for i in range(3)]
+            assert wait_for(lambda: batcher.queued == 3, seconds=30)
+            release.set()
+            together = [f.result(timeout=60) for f in futures]
+        assert batcher.largest_call == 3
+        for mine, reference in zip(together, alone):
+            a, b = np.frombuffer(mine, dtype="<i2").astype(int), np.frombuffer(reference, dtype="<i2").astype(int)
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1  # float rounding of the batched passes
+    finally:
+        server.stop()
+
+
 def test_sample_clients_work_against_the_server(tmp_path: Path) -> None:
     server = ServerThread().start()
     try:

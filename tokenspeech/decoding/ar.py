@@ -12,7 +12,9 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
+from tokenspeech.decoding import calls
 from tokenspeech.decoding.base import StepModel
+from tokenspeech.decoding.calls import Call, Program
 from tokenspeech.decoding.sampling import SamplingOptions, log_softmax, select_tokens
 
 
@@ -81,13 +83,18 @@ class ARDecoder:
         ``first_tokens [B]`` is the input of the first step (e.g. BOS). Stops
         when every row has produced EOS or ``max_length`` steps were taken.
         """
+        return calls.outputs(self.stream(model, state, first_tokens))
+
+    def stream(self, model: StepModel, state: object, first_tokens: np.ndarray) -> Program[None]:
+        """:meth:`iterate` as a program (:mod:`tokenspeech.decoding.calls`): yields each ``model.step`` call and,
+        as outputs, the new tokens of each step."""
         opts = self.options
         rng = np.random.default_rng(opts.seed)
         tokens = first_tokens.astype(np.int64)[:, None]
         generated = np.zeros((len(first_tokens), 0), dtype=np.int64)
         done = np.zeros(len(first_tokens), dtype=bool)
         for _ in range(opts.max_length):
-            logits, state = model.step(tokens, state)
+            logits, state = yield Call(model.step, (tokens, state))
             logits = self._next_logits(logits[:, -1].astype(np.float32), generated)
             new = np.where(done, opts.eos_id, select_tokens(logits, opts.sampling, rng))
             done |= new == opts.eos_id

@@ -26,6 +26,8 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from tokenspeech.decoding import calls
+from tokenspeech.decoding.calls import Call, Program
 from tokenspeech.decoding.sampling import SamplingOptions, log_softmax, select_tokens
 
 MASK = -1
@@ -90,8 +92,27 @@ def cosine_schedule(masked: int, steps: int) -> np.ndarray:
     return remaining
 
 
+class LogitsCall(Protocol):
+    """Makes the :class:`Call` of one logits pass (see :func:`logits_call`)."""
+
+    def __call__(self, tokens: np.ndarray, codebooks: tuple[int, ...], state: object,
+                 unconditional: bool) -> Call: ...
+
+
+def logits_call(model: MaskedModel) -> LogitsCall:
+    """Passes of ``model.logits``."""
+    def call(tokens: np.ndarray, codebooks: tuple[int, ...], state: object, unconditional: bool) -> Call:
+        return Call(model.logits, (tokens, codebooks, state, unconditional))
+
+    return call
+
+
 class MaskedIterativeDecoder:
-    """Fills every ``MASK`` of a ``[B, K, F]`` token array by iterative parallel decoding."""
+    """Fills every ``MASK`` of a ``[B, K, F]`` token array by iterative parallel decoding.
+
+    The loop is :meth:`passes`, a program (:mod:`tokenspeech.decoding.calls`);
+    :meth:`run`, :meth:`iterate` and :meth:`program` drive or wrap it.
+    """
 
     def __init__(self, options: MaskedDecodingOptions) -> None:
         self.options = options
@@ -99,14 +120,22 @@ class MaskedIterativeDecoder:
     def run(self, model: MaskedModel, state: object, tokens: np.ndarray,
             rng: np.random.Generator | None = None) -> tuple[np.ndarray, object]:
         """Decode to the end; returns ``(tokens [B, K, F] without MASK, final state)``."""
-        result = np.asarray(tokens, dtype=np.int64)
-        for step in self.iterate(model, state, tokens, rng):
-            result, state = step.tokens, step.state
-        return result, state
+        return calls.run(self.program(model, state, tokens, rng))
 
     def iterate(self, model: MaskedModel, state: object, tokens: np.ndarray,
                 rng: np.random.Generator | None = None) -> Iterator[MaskedStep]:
         """Yield the tokens (and state) after every model pass; see the module docstring."""
+        return calls.outputs(self.passes(logits_call(model), state, tokens, rng))
+
+    def program(self, model: MaskedModel, state: object, tokens: np.ndarray,
+                rng: np.random.Generator | None = None) -> Program[tuple[np.ndarray, object]]:
+        """:meth:`run` as a program: yields the model calls, returns ``(tokens, state)``."""
+        return calls.calls_only(self.passes(logits_call(model), state, tokens, rng))
+
+    def passes(self, logits: LogitsCall, state: object, tokens: np.ndarray,
+               rng: np.random.Generator | None = None) -> Program[tuple[np.ndarray, object]]:
+        """The decoding loop: yields the :class:`Call` of every pass (made by ``logits``) and a
+        :class:`MaskedStep` after it; returns ``(tokens, state)``."""
         rng = rng if rng is not None else np.random.default_rng(self.options.seed)
         tokens = np.array(tokens, dtype=np.int64, copy=True)
         if tokens.ndim != 3:
@@ -115,28 +144,29 @@ class MaskedIterativeDecoder:
         if masked0.any():
             schedules = [cosine_schedule(int(m), self.options.steps) for m in masked0.sum(axis=1)]
             for step in range(self.options.steps):
-                logits, state = self._logits(model, tokens, (0,), state)
-                tokens = self._unmask_step(tokens, logits[:, 0], [s[step] for s in schedules], step, rng)
+                scores, state = yield from self._logits(logits, tokens, (0,), state)
+                tokens = self._unmask_step(tokens, scores[:, 0], [s[step] for s in schedules], step, rng)
                 yield MaskedStep((0,), step, tokens.copy(), state)
         fine = [int(k) for k in range(1, tokens.shape[1]) if (tokens[:, k] == MASK).any()]
         for step, group in enumerate(np.array_split(np.array(fine, dtype=np.int64), self.options.fine_passes)):
             if len(group) == 0:
                 continue
             codebooks = tuple(int(k) for k in group)
-            logits, state = self._logits(model, tokens, codebooks, state)
-            chosen = select_tokens(logits, self.options.fine_sampling, rng)  # [B, G, F]
+            scores, state = yield from self._logits(logits, tokens, codebooks, state)
+            chosen = select_tokens(scores, self.options.fine_sampling, rng)  # [B, G, F]
             for g, k in enumerate(codebooks):
                 tokens[:, k] = np.where(tokens[:, k] == MASK, chosen[:, g], tokens[:, k])
             yield MaskedStep(codebooks, step, tokens.copy(), state)
+        return tokens, state
 
-    def _logits(self, model: MaskedModel, tokens: np.ndarray, codebooks: tuple[int, ...],
-                state: object) -> tuple[np.ndarray, object]:
-        logits, state = model.logits(tokens, codebooks, state)
-        logits = logits.astype(np.float32, copy=False)
+    def _logits(self, logits: LogitsCall, tokens: np.ndarray, codebooks: tuple[int, ...],
+                state: object) -> Program[tuple[np.ndarray, object]]:
+        scores, state = yield logits(tokens, codebooks, state, False)
+        scores = scores.astype(np.float32, copy=False)
         if self.options.guidance > 0:
-            uncond, state = model.logits(tokens, codebooks, state, unconditional=True)
-            logits = logits + self.options.guidance * (logits - uncond.astype(np.float32, copy=False))
-        return logits, state
+            uncond, state = yield logits(tokens, codebooks, state, True)
+            scores = scores + self.options.guidance * (scores - uncond.astype(np.float32, copy=False))
+        return scores, state
 
     def _unmask_step(self, tokens: np.ndarray, logits: np.ndarray, remaining: Sequence[int], step: int,
                      rng: np.random.Generator) -> np.ndarray:

@@ -21,7 +21,9 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from tokenspeech.decoding.masked import MASK, MaskedDecodingOptions, MaskedIterativeDecoder
+from tokenspeech.decoding import calls
+from tokenspeech.decoding.calls import Call, Program
+from tokenspeech.decoding.masked import MASK, LogitsCall, MaskedDecodingOptions, MaskedIterativeDecoder
 
 StateT = TypeVar("StateT")
 
@@ -54,20 +56,19 @@ class SemiARDecodingOptions:
             raise ValueError("block_frames must be >= 1")
 
 
-class _BlockView:
-    """A :class:`BlockModel` seen as a :class:`MaskedModel` over one block at ``start``."""
+def block_call(model: BlockModel, start: int) -> LogitsCall:
+    """Passes of ``model.block_logits`` over the block at ``start``: the block seen as a masked model."""
+    def call(tokens: np.ndarray, codebooks: tuple[int, ...], state: object, unconditional: bool) -> Call:
+        return Call(model.block_logits, (tokens, start, codebooks, state, unconditional))
 
-    def __init__(self, model: BlockModel, start: int) -> None:
-        self.model = model
-        self.start = start
-
-    def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: object,
-               unconditional: bool = False) -> tuple[np.ndarray, object]:
-        return self.model.block_logits(tokens, self.start, codebooks, state, unconditional)
+    return call
 
 
 class SemiARDecoder:
-    """Decodes ``frames`` frames block by block; see the module docstring."""
+    """Decodes ``frames`` frames block by block; see the module docstring.
+
+    The loop is :meth:`stream`, a program (:mod:`tokenspeech.decoding.calls`) whose outputs are the blocks.
+    """
 
     def __init__(self, options: SemiARDecodingOptions) -> None:
         self.options = options
@@ -78,15 +79,20 @@ class SemiARDecoder:
         size = self.options.block_frames
         return [(start, min(size, frames - start)) for start in range(0, frames, size)]
 
-    def iterate(self, model: BlockModel, state: object, batch: int, codebooks: int,
-                frames: int) -> Iterator[np.ndarray]:
-        """Yield each finished block ``[B, K, S] int64`` as soon as it is committed."""
+    def stream(self, model: BlockModel, state: object, batch: int, codebooks: int, frames: int) -> Program[None]:
+        """Yields the model calls and, as outputs, each finished block ``[B, K, S] int64`` once committed."""
         for index, (start, length) in enumerate(self.blocks(frames)):
             rng = np.random.default_rng([self.options.masked.seed, index])
             tokens = np.full((batch, codebooks, length), MASK, dtype=np.int64)
-            tokens, state = self.masked.run(_BlockView(model, start), state, tokens, rng)
-            state = model.commit(tokens, start, state)
+            tokens, state = yield from calls.calls_only(self.masked.passes(block_call(model, start), state, tokens,
+                                                                           rng))
+            state = yield Call(model.commit, (tokens, start, state))
             yield tokens
+
+    def iterate(self, model: BlockModel, state: object, batch: int, codebooks: int,
+                frames: int) -> Iterator[np.ndarray]:
+        """Yield each finished block ``[B, K, S] int64`` as soon as it is committed."""
+        return calls.outputs(self.stream(model, state, batch, codebooks, frames))
 
     def run(self, model: BlockModel, state: object, batch: int, codebooks: int, frames: int) -> np.ndarray:
         """All blocks concatenated: ``[B, K, frames]``."""

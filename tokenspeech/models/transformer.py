@@ -12,6 +12,7 @@ position ``P`` sees the same rotation as position ``P`` of a full pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,41 @@ def empty_cache(config: TransformerConfig, batch: int, device: torch.device | No
             for _ in range(config.layers)]
 
 
+def stack_caches(caches: Sequence[list[LayerCache]]) -> tuple[list[LayerCache], Tensor]:
+    """Caches of independent streams (``[b_i, H, P_i, Dh]`` each) as one batch padded to the longest.
+
+    Returns ``(cache [B, H, P, Dh], past [B])`` with ``past`` each row's valid
+    length (the rest is zeros): the input of :meth:`Transformer.step_rows`.
+    """
+    lengths = [c[0].length for c in caches]
+    padded = max(lengths)
+    past = torch.tensor([n for c, n in zip(caches, lengths) for _ in range(c[0].key.shape[0])],
+                        dtype=torch.long, device=caches[0][0].key.device)
+
+    def pad(tensor: Tensor, length: int) -> Tensor:
+        return tensor if length == padded else F.pad(tensor, (0, 0, 0, padded - length))
+
+    stacked = [LayerCache(torch.cat([pad(c[layer].key, n) for c, n in zip(caches, lengths)]),
+                          torch.cat([pad(c[layer].value, n) for c, n in zip(caches, lengths)]))
+               for layer in range(len(caches[0]))]
+    return stacked, past
+
+
+def unstack_cache(cache: list[LayerCache], rows: slice, past: int, length: int, padded: int) -> list[LayerCache]:
+    """One stream's cache out of a :meth:`Transformer.step_rows` result, without padding.
+
+    ``rows`` are its batch rows, ``past`` its valid past length, ``length``
+    its real new positions, ``padded`` the padded past length of the batch:
+    ``[b, H, past + length, Dh]``.
+    """
+    def own(tensor: Tensor) -> Tensor:
+        if past == padded:
+            return tensor[rows, :, :padded + length]
+        return torch.cat([tensor[rows, :, :past], tensor[rows, :, padded:padded + length]], dim=2)
+
+    return [LayerCache(own(layer.key), own(layer.value)) for layer in cache]
+
+
 Rope = tuple[Tensor, Tensor]  # cos, sin ``[S, Dh / 2]`` of positions ``offset .. offset + S - 1``
 
 
@@ -73,6 +109,19 @@ def rotary_tables(length: int, head_dim: int, offset: int | Tensor, device: torc
     positions = torch.arange(length, device=device, dtype=torch.float32) + offset
     angles = positions[:, None] * inv_freq[None, :]  # [S, half]
     return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotary_row_tables(length: int, head_dim: int, offsets: Tensor, dtype: torch.dtype = torch.float32) -> Rope:
+    """:func:`rotary_tables` for rows at different positions: cos and sin ``[B, 1, S, Dh / 2]`` of ``offsets[b] + s``.
+
+    The same arithmetic, so row ``b`` equals ``rotary_tables(length, head_dim, offsets[b])`` exactly.
+    """
+    half = head_dim // 2
+    device = offsets.device
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    positions = torch.arange(length, device=device, dtype=torch.float32)[None, :] + offsets[:, None]
+    angles = positions[..., None] * inv_freq  # [B, S, half]
+    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
 
 
 def apply_rotary(x: Tensor, rope: Rope) -> Tensor:
@@ -234,5 +283,32 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             kv = memory_kv[i] if memory_kv is not None else None
             x, layer_cache = block(x, mask, cache[i], kv, memory_mask, rope)
+            new_cache.append(layer_cache)
+        return self.norm(x), new_cache
+
+    def step_rows(self, x: Tensor, cache: list[LayerCache], past: Tensor,
+                  lengths: Tensor) -> tuple[Tensor, list[LayerCache]]:
+        """:meth:`step` over a padded batch of independent streams, each at its own position.
+
+        Row ``b`` of ``cache [B, H, P, Dh]`` holds ``past[b]`` valid positions
+        (:func:`stack_caches`) and the first ``lengths[b]`` of the ``S`` new
+        positions of ``x [B, S, D]`` are real. Each row's queries sit at
+        positions ``past[b] + s`` and see only its valid keys (causally among
+        the new ones when ``causal``), so its real outputs equal :meth:`step`
+        on that row alone, to float rounding. The new cache is
+        ``[B, H, P + S, Dh]``; :func:`unstack_cache` takes a stream's rows out.
+        Used to batch the cached steps of concurrent sessions; no cross-attention.
+        """
+        padded, length = cache[0].length, x.shape[1]
+        new = torch.arange(padded + length, device=x.device) - padded  # key index among the new positions
+        keys = (new[None, :] < past[:, None] - padded) | ((new[None, :] >= 0) & (new[None, :] < lengths[:, None]))
+        mask = keys[:, None, None, :]  # [B, 1, 1, P + S]
+        if self.config.causal:
+            query = torch.arange(length, device=x.device)[:, None]
+            mask = mask & (new[None, :] <= query)[None, None]  # [B, 1, S, P + S]
+        rope = rotary_row_tables(length, self.config.dim // self.config.heads, past)
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block(x, mask, layer_cache, None, None, rope)
             new_cache.append(layer_cache)
         return self.norm(x), new_cache

@@ -12,18 +12,26 @@ over it. Its adapters:
 Caches are dicts from the graphs' ``cache_in`` names to arrays; with I/O
 binding (CUDA) they stay on the device between steps.
 
+Each adapter is also a :class:`tokenspeech.decoding.calls.BatchedModel`, but
+only for sessions at the same position: the exported graphs take one past
+length for the whole batch and no padding mask, so calls batch when their
+shapes agree (same sentence length; same block start, size and cache
+length; same AR position), stacked along the batch axis with nothing padded.
+Host (NumPy) caches only.
+
 Axes: B batch, N phonemes, F frames, S new frames, K codebooks, V codebook size, D dim.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from tokenspeech.codecs.base import CodecInfo
+from tokenspeech.decoding.calls import Call, row_slices
 from tokenspeech.decoding.masked import MASK
 from tokenspeech.errors import ConfigError
 from tokenspeech.export.manifest import TtsNames, cache_names
@@ -34,6 +42,21 @@ from tokenspeech.text.vocab import Vocabulary
 from tokenspeech.tts.backend import Conditioning
 
 Cache = dict[str, Any]
+
+
+def _past(cache: Cache | None) -> int | None:
+    """The cached length of a host cache; None for a device cache (or none), which is not batched."""
+    if cache is None or not all(isinstance(v, np.ndarray) for v in cache.values()):
+        return None
+    return next(iter(cache.values())).shape[2] if cache else 0
+
+
+def _stack(caches: Sequence[Cache]) -> Cache:
+    return {name: np.concatenate([c[name] for c in caches]) for name in caches[0]}
+
+
+def _rows(cache: Cache, rows: slice) -> Cache:
+    return {name: value[rows] for name, value in cache.items()}
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,21 @@ class OnnxMaskedModel:
                  names.codebooks: np.asarray(codebooks, dtype=np.int64)}
         return self.graph.run(feeds)[names.logits], state
 
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Passes asking for the same codebooks over sentences of the same length."""
+        if call.method != self.logits:
+            return None
+        return self.backend, "masked", tuple(call.args[1]), call.args[0].shape[2]
+
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, MaskedState]]:
+        names = self.backend.names
+        tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
+        feeds = {names.codes: np.concatenate(tokens),
+                 names.cond: np.concatenate([c.args[2].uncond if c.args[3] else c.args[2].cond for c in calls]),
+                 names.codebooks: np.asarray(calls[0].args[1], dtype=np.int64)}
+        logits = self.graph.run(feeds)[names.logits]
+        return [(logits[rows], call.args[2]) for rows, call in zip(row_slices(tokens), calls)]
+
 
 @dataclass(frozen=True)
 class _Pending:
@@ -174,11 +212,11 @@ class OnnxBlockModel:
         uncond = self.backend.unconditional(cond) if guidance else None
         return BlockState(cond, uncond, self.step.empty(batch), self.step.empty(batch) if guidance else None)
 
-    def _pass(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], cond: np.ndarray,
+    def _pass(self, tokens: np.ndarray, codebooks: Sequence[int], cond: np.ndarray,
               cache: Cache) -> tuple[np.ndarray, Cache]:
+        """``tokens [B, K, S]`` with their conditioning ``cond [B, S, D]`` after the cached frames."""
         names = self.backend.names
-        feeds = {names.codes: np.ascontiguousarray(tokens, dtype=np.int64),
-                 names.cond: np.ascontiguousarray(cond[:, start:start + tokens.shape[2]]),
+        feeds = {names.codes: np.ascontiguousarray(tokens, dtype=np.int64), names.cond: np.ascontiguousarray(cond),
                  names.codebooks: np.asarray(codebooks, dtype=np.int64)}
         outputs, new_cache = self.step.run(feeds, cache)
         return outputs[names.logits], new_cache
@@ -188,10 +226,36 @@ class OnnxBlockModel:
         if unconditional and state.uncond is None:
             raise RuntimeError("prepare the block state with guidance=True to use guidance")
         cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
-        logits, new_cache = self._pass(tokens, start, codebooks, cond, cache)
+        logits, new_cache = self._pass(tokens, codebooks, cond[:, start:start + tokens.shape[2]], cache)
         pending = _Pending(start, np.array(tokens, dtype=np.int64), new_cache)
         state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
         return logits, state
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Passes asking for the same codebooks of same-sized blocks at the same start over host caches."""
+        if call.method != self.block_logits:
+            return None
+        tokens, start, codebooks, state, unconditional = call.args
+        past = _past(state.uncond_cache if unconditional else state.cache)
+        return None if past is None else (self.backend, "block", tuple(codebooks), start, tokens.shape[2], past)
+
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
+        tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
+        start, length = calls[0].args[1], tokens[0].shape[2]
+        conds, caches = [], []
+        for _, _, _, state, unconditional in (call.args for call in calls):
+            cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
+            conds.append(cond[:, start:start + length])
+            caches.append(cache)
+        logits, new_cache = self._pass(np.concatenate(tokens), calls[0].args[2], np.concatenate(conds),
+                                       _stack(caches))
+        results = []
+        for rows, call in zip(row_slices(tokens), calls):
+            tokens_, _, _, state, unconditional = call.args
+            pending = _Pending(start, np.array(tokens_, dtype=np.int64), _rows(new_cache, rows))
+            state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
+            results.append((logits[rows], state))
+        return results
 
     def commit(self, tokens: np.ndarray, start: int, state: BlockState) -> BlockState:
         view = np.array(tokens, dtype=np.int64)
@@ -205,7 +269,7 @@ class OnnxBlockModel:
                 pending: _Pending | None) -> Cache:
         if pending is not None and pending.start == start and np.array_equal(pending.tokens, view):
             return pending.cache
-        return self._pass(view, start, (0,), cond, cache)[1]
+        return self._pass(view, (0,), cond[:, start:start + view.shape[2]], cache)[1]
 
 
 @dataclass(frozen=True)
@@ -238,6 +302,26 @@ class OnnxArStep:
         cond = np.ascontiguousarray(state.cond[:, state.position:state.position + tokens.shape[1]])
         outputs, cache = self.step_graph.run({names.tokens: tokens, names.cond: cond}, state.cache)
         return outputs[names.logits], ArState(state.cond, cache, state.position + tokens.shape[1])
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Steps of the same number of tokens at the same position over host caches."""
+        if call.method != self.step:
+            return None
+        tokens, state = call.args
+        past = _past(state.cache)
+        return None if past is None else (self.backend, "ar", tokens.shape[1], state.position, past)
+
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, ArState]]:
+        names = self.backend.names
+        tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
+        states: list[ArState] = [call.args[1] for call in calls]
+        position, length = states[0].position, tokens[0].shape[1]
+        cond = np.concatenate([s.cond[:, position:position + length] for s in states])
+        outputs, cache = self.step_graph.run({names.tokens: np.concatenate(tokens), names.cond: cond},
+                                             _stack([s.cache for s in states]))
+        logits = outputs[names.logits]
+        return [(logits[rows], ArState(s.cond, _rows(cache, rows), position + length))
+                for rows, s in zip(row_slices(tokens), states)]
 
     def select(self, state: ArState, rows: np.ndarray) -> ArState:
         """Keep ``rows`` of every cache (device caches come back to the host for the gather)."""

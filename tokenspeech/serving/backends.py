@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tokenspeech.asr.base import Transcript
+from tokenspeech.decoding.calls import Program
 from tokenspeech.serving.config import ServerConfig
 
 
@@ -26,8 +27,26 @@ class TtsEngine(Protocol):
     sample_rate: int
 
     def stream(self, text: str, options: Any) -> Iterator[Any]:
-        """``AudioChunk``s of ``text`` with ``SynthesisOptions``; text/option errors before the first chunk."""
+        """``AudioChunk``s of ``text`` with ``SynthesisOptions``; text/option errors before the first chunk.
+
+        An engine may also offer ``stream_program(text, options)``, the same as
+        a program that yields its model passes (see :func:`synthesis_program`).
+        """
         ...
+
+
+def synthesis_program(engine: TtsEngine, text: str, options: Any) -> Program[None]:
+    """The chunks of ``text`` as a streaming program whose model passes the batcher can share across streams.
+
+    An engine with ``stream_program`` (``Synthesizer``) yields its passes as
+    calls; any other engine's ``stream`` is a program without calls (its
+    steps run one after another).
+    """
+    stream_program = getattr(engine, "stream_program", None)
+    if stream_program is not None:
+        yield from stream_program(text, options)
+    else:
+        yield from engine.stream(text, options)
 
 
 class RecognitionStream(Protocol):

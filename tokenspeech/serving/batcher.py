@@ -1,18 +1,20 @@
-"""Model compute off the event loop: one worker thread per loaded model, stepping every ready session.
+"""Model compute off the event loop: one worker thread per loaded model, stepping the ready sessions together.
 
-Sessions submit *steps* (a next audio block, an ASR chunk, a whole
-utterance). The worker takes everything that is ready (up to
-``max_batch``) and runs it as one round, so concurrent streams advance
-together: a round gives each ready session one step, and a long request
-cannot starve short ones.
+Everything a request asks of a model is a *task*: a program
+(:mod:`tokenspeech.decoding.calls`) that yields the model calls it needs and
+returns the task's result. A synthesis stream's step (its next audio block)
+is one such task; so is a unary recognition (one batchable call) and a plain
+function (:meth:`Batcher.submit`, no calls).
 
-The batching seam is :meth:`Batcher.submit_batched`: steps with the same
-key are handed to one function as a list and run as one batched model call
-(used by unary recognition: several utterances, one encoder pass). Plain
-:meth:`Batcher.submit` steps (TTS blocks, streaming ASR chunks) still run one
-after another inside the round; merging those into batched model steps needs
-batched decoder states in ``tts``/``decoding``, and plugs in here as another
-keyed step.
+The worker keeps up to ``max_batch`` tasks in flight. At every *turn* it
+takes in newly ready tasks, collects the pending call of each task in flight
+and runs the calls that share a batch key (the same network and kind of
+pass: semi-AR block passes, masked passes, AR steps, codec steps, unary
+recognitions) as **one batched model call**, then resumes every task with
+its own slice of the result. So concurrent sessions advance in lockstep
+through shared passes, sessions joining and leaving between turns, and a
+long request cannot starve short ones. ``max_batch = 1`` runs one task at a
+time: the unbatched baseline.
 """
 
 from __future__ import annotations
@@ -26,18 +28,46 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tokenspeech.decoding import calls
+from tokenspeech.decoding.calls import Call, Program
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class _Step:
+@dataclass
+class _Task:
     future: Future
-    work: Callable[[], Any] | None = None  # a single step
-    key: Hashable | None = None  # batched steps: same key, same batch function
-    item: Any = None
-    run_batch: Callable[[list[Any]], Sequence[Any]] | None = None
+    program: Program[Any]
+    call: Call | None = None  # the call it waits for; None before it starts and once it ended
+
+
+class _Keyed:
+    """Items submitted with :meth:`Batcher.submit_batched`: same key, one ``run_batch(items)`` call."""
+
+    def __init__(self, key: Hashable, run_batch: Callable[[list[Any]], Sequence[Any]]) -> None:
+        self.key = key
+        self.run_items = run_batch
+
+    def item(self, item: Any) -> Any:
+        return self.run_items([item])[0]
+
+    def batch_key(self, call: Call) -> Hashable:
+        return _Keyed, self.key
+
+    def run_batch(self, group: Sequence[Call]) -> Sequence[Any]:
+        return self.run_items([call.args[0] for call in group])
+
+
+def _once(work: Callable[[], T]) -> Program[T]:
+    """A task without calls: ``work()`` runs when the worker starts it."""
+    return work()
+    yield  # unreachable; makes this a generator function
+
+
+def _one_call(call: Call) -> Program[Any]:
+    return (yield call)
 
 
 class Batcher:
@@ -46,16 +76,17 @@ class Batcher:
     def __init__(self, name: str, max_batch: int = 16) -> None:
         self.name = name
         self.max_batch = max_batch
-        self._ready: collections.deque[_Step] = collections.deque()
+        self._ready: collections.deque[_Task] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.steps_run = 0  # for tests and logs
-        self.largest_batch = 0
+        self.steps_run = 0  # model calls run (a batched call counts once); for tests and logs
+        self.largest_batch = 0  # most tasks in flight at once
+        self.largest_call = 0  # most calls merged into one batched call
 
     @property
     def queued(self) -> int:
-        """Steps waiting for the worker."""
+        """Tasks waiting for the worker."""
         with self._wake:
             return len(self._ready)
 
@@ -65,7 +96,7 @@ class Batcher:
             self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Run what is already queued, then end the thread."""
+        """Finish what is queued or in flight, then end the thread."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -74,12 +105,23 @@ class Batcher:
             self._thread = None
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
-        """Queue one step; its result (or exception) arrives in the future."""
-        return self._put(_Step(Future(), work=work))
+        """Queue one plain step; its result (or exception) arrives in the future."""
+        return self.submit_program(_once(work))
 
     def submit_batched(self, key: Hashable, item: Any, run_batch: Callable[[list[Any]], Sequence[Any]]) -> Future:
-        """Queue ``item``; the ready items with the same ``key`` go to one ``run_batch(items) -> results`` call."""
-        return self._put(_Step(Future(), key=key, item=item, run_batch=run_batch))
+        """Queue ``item``; items in flight with the same ``key`` go to one ``run_batch(items) -> results`` call."""
+        keyed = _Keyed(key, run_batch)
+        return self.submit_program(_one_call(Call(keyed.item, (item,))))
+
+    def submit_program(self, program: Program[T]) -> Future[T]:
+        """Queue a task: ``program``'s calls run batched with other tasks'; its return value is the result."""
+        task = _Task(Future(), program)
+        with self._wake:
+            if self._stopping and self._thread is None:
+                raise RuntimeError(f"the {self.name} worker has stopped")
+            self._ready.append(task)
+            self._wake.notify()
+        return task.future
 
     async def run(self, work: Callable[[], T]) -> T:
         """Await one step (cancelling the await drops the step if it has not started)."""
@@ -88,53 +130,65 @@ class Batcher:
     async def run_batched(self, key: Hashable, item: Any, run_batch: Callable[[list[Any]], Sequence[Any]]) -> Any:
         return await asyncio.wrap_future(self.submit_batched(key, item, run_batch))
 
-    def _put(self, step: _Step) -> Future:
-        with self._wake:
-            if self._stopping and self._thread is None:
-                raise RuntimeError(f"the {self.name} worker has stopped")
-            self._ready.append(step)
-            self._wake.notify()
-        return step.future
+    async def run_program(self, program: Program[T]) -> T:
+        return await asyncio.wrap_future(self.submit_program(program))
+
+    # ------------------------------------------------------------------ the worker
 
     def _loop(self) -> None:
+        flight: list[_Task] = []
         while True:
             with self._wake:
-                while not self._ready and not self._stopping:
+                while not self._ready and not flight and not self._stopping:
                     self._wake.wait()
-                if not self._ready:
+                if not self._ready and not flight:
                     return
-                count = min(len(self._ready), self.max_batch)
-                round_ = [self._ready.popleft() for _ in range(count)]
-            self._run_round([s for s in round_ if s.future.set_running_or_notify_cancel()])
+                admitted = []
+                while self._ready and len(flight) + len(admitted) < self.max_batch:
+                    task = self._ready.popleft()
+                    if task.future.set_running_or_notify_cancel():
+                        admitted.append(task)
+            self.largest_batch = max(self.largest_batch, len(flight) + len(admitted))
+            for task in admitted:
+                self._resume(task, (None, None))
+            flight = [task for task in flight + admitted if task.call is not None]
+            if flight:
+                try:
+                    self._turn(flight)
+                except Exception as error:  # a bug here must fail the requests, not the worker
+                    logger.exception("a turn of the %s worker failed", self.name)
+                    for task in flight:
+                        if task.call is not None:
+                            task.call = None
+                            task.program.close()
+                            task.future.set_exception(error)
+                flight = [task for task in flight if task.call is not None]
 
-    def _run_round(self, steps: list[_Step]) -> None:
-        groups: dict[Hashable, list[_Step]] = {}
-        for step in steps:
-            if step.run_batch is None:
-                self._run_one(step)
-            else:
-                groups.setdefault(step.key, []).append(step)
-        for group in groups.values():
-            self._run_group(group)
-        self.largest_batch = max(self.largest_batch, len(steps))
+    def _turn(self, flight: list[_Task]) -> None:
+        """Run the pending call of every task in flight, batched, and resume each task with its outcome."""
+        waiting = [task.call for task in flight]
+        for group in calls.group_calls(waiting):
+            self.steps_run += 1
+            self.largest_call = max(self.largest_call, len(group))
+            outcomes = calls.run_group([waiting[i] for i in group])
+            for index, outcome in zip(group, outcomes):
+                self._resume(flight[index], outcome)
 
-    def _run_one(self, step: _Step) -> None:
-        self.steps_run += 1
+    def _resume(self, task: _Task, outcome: calls.Outcome) -> None:
+        """Send ``outcome`` into the task; it stops at its next call, or ends and settles its future."""
         try:
-            step.future.set_result(step.work())
-        except Exception as error:  # noqa: BLE001 -- delivered to the awaiting request
-            step.future.set_exception(error)
-
-    def _run_group(self, group: list[_Step]) -> None:
-        self.steps_run += 1
-        try:
-            results = list(group[0].run_batch([s.item for s in group]))
-        except Exception as error:  # noqa: BLE001 -- delivered to the awaiting requests
-            if len(group) == 1:
-                group[0].future.set_exception(error)
-            else:  # one bad item must not fail the others: run each alone
-                for step in group:
-                    self._run_group([step])
+            item = calls.advance(task.program, outcome)
+        except StopIteration as stop:
+            task.call = None
+            task.future.set_result(stop.value)
             return
-        for step, result in zip(group, results):
-            step.future.set_result(result)
+        except Exception as error:  # noqa: BLE001 -- delivered to the awaiting request
+            task.call = None
+            task.future.set_exception(error)
+            return
+        if isinstance(item, Call):
+            task.call = item
+        else:
+            task.call = None
+            task.program.close()
+            task.future.set_exception(TypeError(f"a task yielded {type(item).__name__}, not a Call"))

@@ -53,7 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="onnx backend: intra-op threads per session (default 0: onnxruntime decides)")
     parser.add_argument("--max-streams", type=int, default=16, help="concurrent requests before RESOURCE_EXHAUSTED")
     parser.add_argument("--max-batch", type=int, default=16,
-                        help="ready sessions one model step takes together (1 = one at a time)")
+                        help="sessions stepped together, their model passes merged into batched calls "
+                             "(1 = one at a time)")
     parser.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' on every call")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")

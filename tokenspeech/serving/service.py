@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from tokenspeech.asr.base import Transcript
+from tokenspeech.decoding.calls import Program
 from tokenspeech.errors import AudioError, ConfigError, TextError
 from tokenspeech.serving.audio_format import (
     OGG_OPUS,
@@ -28,7 +29,7 @@ from tokenspeech.serving.audio_format import (
     decode_audio,
     is_wav,
 )
-from tokenspeech.serving.backends import AsrEngine, TtsEngine
+from tokenspeech.serving.backends import AsrEngine, TtsEngine, synthesis_program
 from tokenspeech.serving.metrics import Metrics
 from tokenspeech.serving.registry import Loaded, ModelRegistry
 from tokenspeech.serving.sessions import SteppedStream, StreamGate
@@ -193,10 +194,10 @@ class SpeechService:
         engine = plan.entry.engine
         base = progress.sentence
 
-        def chunks() -> Iterator[Any]:  # runs on the model's worker, phonemisation included
-            yield from engine.stream(text, options)
+        def session() -> Program[None]:  # runs on the model's worker, phonemisation included
+            yield from synthesis_program(engine, text, options)
 
-        async with SteppedStream(plan.entry.batcher, chunks()) as stream:
+        async with SteppedStream(plan.entry.batcher, session()) as stream:
             async for chunk in stream:
                 final = last and chunk.final
                 data = encoder.push(chunk.audio) + (encoder.finish() if final else b"")

@@ -1,10 +1,12 @@
-"""Per-request sessions: the concurrent-stream limit and stepping a generator on a model's worker.
+"""Per-request sessions: the concurrent-stream limit and stepping a streaming program on a model's worker.
 
 A session is whatever state one request holds (decoder and codec state for
 synthesis, encoder caches and partial labels for recognition). It lives
-inside a generator or object that only the model's worker thread touches;
-the request's coroutine drives it one step at a time through
-:class:`SteppedStream`, and closing the stream frees it.
+inside a streaming program (:mod:`tokenspeech.decoding.calls`; a plain
+generator of outputs is one too) that only the model's worker thread
+touches; the request's coroutine drives it one output at a time through
+:class:`SteppedStream`, each step a batcher task whose model calls are
+batched with other sessions', and closing the stream frees it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from tokenspeech.decoding import calls
 from tokenspeech.serving.batcher import Batcher
 from tokenspeech.serving.status import CapacityError
 
 T = TypeVar("T")
-_DONE = object()
 
 
 class StreamGate:
@@ -48,25 +50,19 @@ class StreamGate:
 
 
 class SteppedStream(Generic[T]):
-    """An async iterator over ``iterator``, each ``next`` run as one step on ``batcher``.
+    """An async iterator over the outputs of ``program``, each step (up to its next output) a task on ``batcher``.
 
     One step is kept in flight ahead of the consumer, so the model works on
-    the next block while the current one is sent. :meth:`aclose` drops a
-    step that has not started and closes the iterator on the worker thread
-    (after the step it may be running), which frees the session's state.
+    the next block while the current one is sent. :meth:`close` drops a
+    step that has not started and closes the program on the worker thread
+    (between two of its calls), which frees the session's state.
     """
 
-    def __init__(self, batcher: Batcher, iterator: Iterator[T]) -> None:
+    def __init__(self, batcher: Batcher, program: calls.Program[None]) -> None:
         self._batcher = batcher
-        self._iterator = iterator
+        self._outputs = calls.Outputs(program)
         self._pending: Future | None = None
         self._closed = False
-
-    def _step(self) -> object:
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            return _DONE
 
     def __aiter__(self) -> SteppedStream[T]:
         return self
@@ -74,13 +70,13 @@ class SteppedStream(Generic[T]):
     async def __anext__(self) -> T:
         if self._closed:
             raise StopAsyncIteration
-        future = self._pending or self._batcher.submit(self._step)
+        future = self._pending or self._batcher.submit_program(self._outputs.next())
         self._pending = None
         item = await asyncio.wrap_future(future)
-        if item is _DONE:
+        if item is calls.END:
             self._closed = True
             raise StopAsyncIteration
-        self._pending = self._batcher.submit(self._step)
+        self._pending = self._batcher.submit_program(self._outputs.next())
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -91,10 +87,10 @@ class SteppedStream(Generic[T]):
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
-        try:  # on the worker: it may be running a step of this iterator right now
-            self._batcher.submit(self._iterator.close)  # type: ignore[attr-defined]
-        except RuntimeError:  # the worker has stopped, so nothing else touches the iterator
-            self._iterator.close()  # type: ignore[attr-defined]
+        try:  # on the worker: it may be in the middle of a step of this program
+            self._batcher.submit(self._outputs.close)
+        except RuntimeError:  # the worker has stopped, so nothing else touches the program
+            self._outputs.close()
 
     async def __aenter__(self) -> SteppedStream[T]:
         return self

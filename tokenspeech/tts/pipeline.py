@@ -21,6 +21,11 @@ chunks join without seams; ``synthesize`` decodes all tokens at once, and
 the two agree to float rounding for the same options. Every random draw
 comes from generators seeded by ``(seed, sentence)`` (and block), so a
 fixed seed gives identical audio.
+
+``stream_program`` is ``stream`` as a program (:mod:`tokenspeech.decoding.calls`):
+every network and codec pass is yielded as a call, so a server can run the
+passes of many concurrent streams as batched passes; ``stream`` drives the
+same program alone.
 """
 
 from __future__ import annotations
@@ -36,13 +41,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from tokenspeech.codecs.base import AudioTokenizer
+from tokenspeech.decoding import calls
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
+from tokenspeech.decoding.calls import Call, Program
 from tokenspeech.decoding.masked import MASK, MaskedDecodingOptions, MaskedIterativeDecoder
 from tokenspeech.decoding.sampling import SamplingOptions
 from tokenspeech.decoding.semiar import SemiARDecoder, SemiARDecodingOptions
 from tokenspeech.errors import ConfigError, ModelLoadError, TextError
 from tokenspeech.text.normalize import normalize_text
 from tokenspeech.tts.backend import Conditioning, TtsBackend, TtsModelInfo
+from tokenspeech.tts.codec_steps import CodecSteps
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +178,9 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
 
 class _Strategy(Protocol):
     def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
-               seed: int) -> Iterator[np.ndarray]:
-        """Token blocks ``[K, S]`` of one sentence, in order, covering ``condition.frames`` frames."""
+               seed: int) -> Program[None]:
+        """A program (:mod:`tokenspeech.decoding.calls`) whose outputs are the token blocks ``[K, S]`` of one
+        sentence, in order, covering ``condition.frames`` frames."""
         ...
 
 
@@ -183,37 +192,38 @@ def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptio
 
 class _Nar:
     def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
-               seed: int) -> Iterator[np.ndarray]:
+               seed: int) -> Program[None]:
         model = backend.masked()
         tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
-        tokens, _ = MaskedIterativeDecoder(_masked_options(options, seed)).run(model, model.prepare(condition.cond),
-                                                                               tokens)
+        tokens, _ = yield from MaskedIterativeDecoder(_masked_options(options, seed)).program(
+            model, model.prepare(condition.cond), tokens)
         yield tokens[0]
 
 
 class _SemiAR:
     def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
-               seed: int) -> Iterator[np.ndarray]:
+               seed: int) -> Program[None]:
         model = backend.blocks()
         decoder = SemiARDecoder(SemiARDecodingOptions(options.block_frames, _masked_options(options, seed)))
         state = model.prepare(condition.cond, guidance=options.guidance > 0)
-        for block in decoder.iterate(model, state, 1, backend.num_codebooks, condition.frames):
+        blocks = calls.Outputs(decoder.stream(model, state, 1, backend.num_codebooks, condition.frames))
+        while (block := (yield from blocks.next())) is not calls.END:
             yield block[0]
 
 
 class _AR:
     def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
-               seed: int) -> Iterator[np.ndarray]:
+               seed: int) -> Program[None]:
         step_model = backend.ar()
         ar_options = ARDecodingOptions(max_length=condition.frames, eos_id=step_model.bos_id, seed=seed,
                                        sampling=SamplingOptions(temperature=options.temperature, top_k=options.top_k))
-        first = ARDecoder(ar_options).iterate(step_model, step_model.prepare(condition.cond),
-                                              np.array([step_model.bos_id]))
+        first = yield from calls.collect(ARDecoder(ar_options).stream(step_model, step_model.prepare(condition.cond),
+                                                                      np.array([step_model.bos_id])))
         tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
-        tokens[0, 0] = np.concatenate(list(first))
+        tokens[0, 0] = np.concatenate(first)
         masked = backend.masked()
-        tokens, _ = MaskedIterativeDecoder(_masked_options(options, seed)).run(masked, masked.prepare(condition.cond),
-                                                                               tokens)
+        tokens, _ = yield from MaskedIterativeDecoder(_masked_options(options, seed)).program(
+            masked, masked.prepare(condition.cond), tokens)
         yield tokens[0]
 
 
@@ -242,6 +252,7 @@ class Synthesizer:
                                  f"is {info.name} ({info.num_codebooks} x {info.codebook_size} at {info.frame_rate:g} Hz)")
         self.bundle = bundle
         self.codec = codec
+        self.codec_steps = CodecSteps(codec)
         self.backend = backend if backend is not None else _torch_backend(bundle)
         if phonemizer is None:
             from tokenspeech.text.g2p import EspeakPhonemizer
@@ -289,18 +300,19 @@ class Synthesizer:
         return result
 
     def _sentence_tokens(self, sentences: list[Sentence], options: SynthesisOptions,
-                         timings: dict[str, float]) -> Iterator[tuple[int, SentenceResult, np.ndarray, bool]]:
-        """``(sentence index, its record, token block [K, S], last block of the request)`` in order."""
+                         timings: dict[str, float]) -> Program[None]:
+        """Outputs ``(sentence index, its record, token block [K, S], last block of the request)`` in order."""
         voice = self.voices.index(options.voice)
         strategy = STRATEGIES[options.decoder]
         timings.setdefault("tokens", 0.0)
         for index, sentence in enumerate(sentences):
             started = time.perf_counter()
-            condition = self.backend.condition(sentence.ids, voice, options.rate)
+            condition = yield Call(self.backend.condition, (sentence.ids, voice, options.rate))
             record = SentenceResult(sentence.text, sentence.phonemes, condition.frames, condition.durations)
-            blocks = strategy.blocks(self.backend, condition, options, sentence_seed(options.seed, index))
+            blocks = calls.Outputs(strategy.blocks(self.backend, condition, options,
+                                                   sentence_seed(options.seed, index)))
             done = 0
-            for block in blocks:
+            while (block := (yield from blocks.next())) is not calls.END:
                 done += block.shape[1]
                 timings["tokens"] += time.perf_counter() - started
                 yield index, record, block, index == len(sentences) - 1 and done == condition.frames
@@ -315,7 +327,7 @@ class Synthesizer:
         timings["text"] = time.perf_counter() - started
         records: dict[int, SentenceResult] = {}
         blocks = []
-        for index, record, block, _ in self._sentence_tokens(sentences, options, timings):
+        for index, record, block, _ in calls.outputs(self._sentence_tokens(sentences, options, timings)):
             records[index] = record
             blocks.append(block)
         started = time.perf_counter()
@@ -329,14 +341,25 @@ class Synthesizer:
 
         Text errors and option errors are raised before the first chunk.
         """
+        return calls.outputs(self.stream_program(text, options))
+
+    def stream_program(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> Program[None]:
+        """:meth:`stream` as a program (:mod:`tokenspeech.decoding.calls`) whose outputs are the chunks.
+
+        It yields every model pass as a :class:`Call`, so a batching driver
+        (the server's batcher) can run the passes of many streams together.
+        Text errors and option errors are raised here, before the program starts.
+        """
         verify_options(options, self.voices)
         sentences = self.sentences(text)
         return self._stream(sentences, options)
 
-    def _stream(self, sentences: list[Sentence], options: SynthesisOptions) -> Iterator[AudioChunk]:
+    def _stream(self, sentences: list[Sentence], options: SynthesisOptions) -> Program[None]:
         state = self.codec.init_decode_state(1)
-        for index, _, block, final in self._sentence_tokens(sentences, options, {}):
-            audio, state = self.codec.decode_step(np.ascontiguousarray(block[None]), state)
+        tokens = calls.Outputs(self._sentence_tokens(sentences, options, {}))
+        while (item := (yield from tokens.next())) is not calls.END:
+            index, _, block, final = item
+            audio, state = yield Call(self.codec_steps.decode_step, (np.ascontiguousarray(block[None]), state))
             yield AudioChunk(_numpy(audio)[0, 0], self.sample_rate, index, block.shape[1], final)
 
 

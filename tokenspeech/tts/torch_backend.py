@@ -8,22 +8,29 @@ State stays torch tensors (conditioning, caches); only tokens and logits
 cross the boundary as NumPy arrays (``torch.from_numpy`` / ``.numpy()``, no
 copies for contiguous arrays). ``MASK`` (-1) becomes the mask embedding ``V``.
 
+Each adapter is also a :class:`tokenspeech.decoding.calls.BatchedModel`: the
+passes of concurrent sessions (each with its own state) run as one pass over
+a padded batch, sentences padded to the longest with a key-padding mask,
+KV caches of different lengths through :meth:`Transformer.step_rows`.
+
 Axes: B batch, N phonemes, F frames, S new frames, K codebooks, G codebooks per pass, V codebook size, D dim.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from tokenspeech.decoding.calls import Call, row_slices
 from tokenspeech.decoding.masked import MASK
 from tokenspeech.errors import ConfigError
-from tokenspeech.models.transformer import LayerCache, attention_mask, empty_cache
-from tokenspeech.models.tts import TtsModel, predicted_durations
+from tokenspeech.models.transformer import LayerCache, attention_mask, empty_cache, stack_caches, unstack_cache
+from tokenspeech.models.tts import CodebookHeads, TtsModel, predicted_durations
 from tokenspeech.tts.backend import Conditioning
 
 
@@ -34,6 +41,28 @@ def _tensor(array: np.ndarray) -> Tensor:
 def _codes(tokens: np.ndarray, mask_id: int) -> Tensor:
     codes = _tensor(tokens)
     return torch.where(codes == MASK, torch.full_like(codes, mask_id), codes)
+
+
+def _padded_codes(tokens: Sequence[np.ndarray], frames: int, mask_id: int) -> Tensor:
+    """``[b_i, K, F_i]`` token arrays -> ``[B, K, frames]`` codes, padded with the mask token."""
+    padded = [np.pad(t, ((0, 0), (0, 0), (0, frames - t.shape[2])), constant_values=MASK) for t in tokens]
+    return _codes(np.concatenate(padded), mask_id)
+
+
+def _padded_frames(tensors: Sequence[Tensor], frames: int) -> Tensor:
+    """``[b_i, F_i, D]`` -> ``[B, frames, D]``, padded with zeros."""
+    return torch.cat([F.pad(t, (0, 0, 0, frames - t.shape[1])) for t in tensors])
+
+
+def _row_heads(heads: CodebookHeads, hidden: Tensor, codebooks: Sequence[int]) -> Tensor:
+    """``heads`` over a batch: ``[B, F, D]`` -> ``[B, G, F, V]``, computed as one ``[1, B * F, D]`` sequence.
+
+    Same per-row math as ``heads(hidden)``, but one matrix product: the
+    broadcast product over ``B`` rows copies the head weights for every row.
+    """
+    batch, frames, dim = hidden.shape
+    logits = heads(hidden.reshape(1, batch * frames, dim), list(codebooks))  # [1, G, B * F, V]
+    return logits[0].unflatten(1, (batch, frames)).transpose(0, 1)
 
 
 class TorchTtsBackend:
@@ -57,6 +86,34 @@ class TorchTtsBackend:
         frames = predicted_durations(log_durations, rate) if durations is None else _tensor(np.asarray(durations)[None])
         cond, _ = self.model.condition(h, frames, speaker)
         return Conditioning(cond, frames[0].numpy().copy())
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Sentences of one network whose durations are predicted at the same rate."""
+        if call.method != self.condition or len(call.args) != 3:
+            return None
+        return self.model, "condition", float(call.args[2])
+
+    @torch.inference_mode()
+    def run_batch(self, calls: Sequence[Call]) -> list[Conditioning]:
+        """The text encoder over the sentences padded to the longest (attention masked past each end).
+
+        The duration predictor runs per sentence: its convolutions see the
+        padding differently from a sentence's end (as in training), so a
+        padded batch would change the durations. The conditioner works frame
+        by frame and runs batched again.
+        """
+        phonemes = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
+        lengths = [len(p) for p in phonemes]
+        longest = max(lengths)
+        ids = _tensor(np.stack([np.pad(p, (0, longest - len(p))) for p in phonemes]))
+        speaker = torch.tensor([call.args[1] for call in calls], dtype=torch.long)
+        h = self.model.text_encoder(ids, self.model.speaker(speaker), torch.tensor(lengths))
+        rate = calls[0].args[2]
+        frames = [predicted_durations(self.model.duration(h[row:row + 1, :n]), rate) for row, n in enumerate(lengths)]
+        cond, frame_lengths = self.model.condition(h, torch.cat([F.pad(f, (0, longest - f.shape[1])) for f in frames]),
+                                                   speaker)
+        return [Conditioning(cond[row:row + 1, :int(frame_lengths[row])], frames[row][0].numpy().copy())
+                for row in range(len(calls))]
 
     def masked(self) -> TorchMaskedModel:
         return TorchMaskedModel(self.model)
@@ -96,6 +153,27 @@ class TorchMaskedModel:
         hidden = self.model.codec(codes, state.uncond if unconditional else state.cond, state.mask)
         logits = self.model.codec.heads(hidden, list(codebooks))
         return logits.float().numpy(), state
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Full-attention passes of one network asking for the same codebooks (padding masks: not batched)."""
+        if call.method != self.logits or call.args[2].mask is not None:
+            return None
+        return self.model, "masked", tuple(call.args[1])
+
+    @torch.inference_mode()
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, MaskedState]]:
+        """The sentences of all calls padded to the longest, keys past each one's end masked."""
+        tokens = [call.args[0] for call in calls]
+        states: list[MaskedState] = [call.args[2] for call in calls]
+        frames = max(t.shape[2] for t in tokens)
+        codes = _padded_codes(tokens, frames, self.model.config.mask_id)
+        cond = _padded_frames([call.args[2].uncond if call.args[3] else call.args[2].cond for call in calls], frames)
+        lengths = torch.tensor([t.shape[2] for t in tokens for _ in range(t.shape[0])])
+        mask = None if bool((lengths == frames).all()) else attention_mask(lengths, frames, causal=False)
+        hidden = self.model.codec(codes, cond, mask)
+        logits = _row_heads(self.model.codec.heads, hidden, calls[0].args[1]).float().numpy()
+        return [(logits[rows, :, :t.shape[2]], state)
+                for rows, t, state in zip(row_slices(tokens), tokens, states)]
 
 
 @dataclass(frozen=True)
@@ -157,6 +235,39 @@ class TorchBlockModel:
         state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
         return logits.float().numpy(), state
 
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Block passes of one network asking for the same codebooks, whatever their positions and lengths."""
+        if call.method != self.block_logits:
+            return None
+        return self.model, "block", tuple(call.args[2])
+
+    @torch.inference_mode()
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
+        """Every session's block over its own KV cache, as one :meth:`Transformer.step_rows` pass."""
+        tokens = [call.args[0] for call in calls]
+        frames = max(t.shape[2] for t in tokens)
+        conds, caches = [], []
+        for tokens_, start, _, state, unconditional in (call.args for call in calls):
+            if unconditional and state.uncond is None:
+                raise RuntimeError("prepare the block state with guidance=True to use guidance")
+            cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
+            conds.append(cond[:, start:start + tokens_.shape[2]])
+            caches.append(cache)
+        cache, past = stack_caches(caches)
+        lengths = torch.tensor([t.shape[2] for t in tokens for _ in range(t.shape[0])])
+        x = self.model.codec.inputs(_padded_codes(tokens, frames, self.config.mask_id), _padded_frames(conds, frames))
+        hidden, new_cache = self.model.codec.transformer.step_rows(x, cache, past, lengths)
+        logits = _row_heads(self.model.codec.heads, hidden, calls[0].args[2]).float().numpy()
+        results = []
+        for rows, call, own in zip(row_slices(tokens), calls, caches):
+            tokens_, start, _, state, unconditional = call.args
+            length = tokens_.shape[2]
+            pending = _Pending(start, np.array(tokens_, dtype=np.int64),
+                               unstack_cache(new_cache, rows, own[0].length, length, cache[0].length))
+            state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
+            results.append((logits[rows, :, :length], state))
+        return results
+
     @torch.inference_mode()
     def commit(self, tokens: np.ndarray, start: int, state: BlockState) -> BlockState:
         view = np.array(tokens, dtype=np.int64)
@@ -202,6 +313,27 @@ class TorchArStep:
         cond = state.cond[:, state.position:state.position + ids.shape[1]]
         hidden, cache = self.ar.transformer.step(cond + self.ar.embed(ids), state.cache)
         return self.ar.head(hidden).float().numpy(), ArState(state.cond, cache, state.position + ids.shape[1])
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """Steps of one LM with the same number of new tokens, whatever their positions."""
+        if call.method != self.step:
+            return None
+        return self.model, "ar", call.args[0].shape[1]
+
+    @torch.inference_mode()
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, ArState]]:
+        """Every session's step over its own KV cache, as one :meth:`Transformer.step_rows` pass."""
+        states: list[ArState] = [call.args[1] for call in calls]
+        ids = _tensor(np.concatenate([call.args[0] for call in calls]))
+        length = ids.shape[1]
+        cond = torch.cat([s.cond[:, s.position:s.position + length] for s in states])
+        cache, past = stack_caches([s.cache for s in states])
+        hidden, new_cache = self.ar.transformer.step_rows(cond + self.ar.embed(ids), cache, past,
+                                                          torch.full_like(past, length))
+        logits = self.ar.head(hidden).float().numpy()
+        return [(logits[rows], ArState(s.cond, unstack_cache(new_cache, rows, s.cache[0].length, length,
+                                                             cache[0].length), s.position + length))
+                for rows, s in zip(row_slices([call.args[0] for call in calls]), states)]
 
     def select(self, state: ArState, rows: np.ndarray) -> ArState:
         index = _tensor(rows)
