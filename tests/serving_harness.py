@@ -13,16 +13,25 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+import numpy as np
 from tiny_models import tiny_asr_bundle, tiny_codec, tiny_tts_bundle
 
 from tokenspeech.serving.backends import TorchAsrEngine, TorchCodecEngine
 from tokenspeech.serving.config import ServerConfig
+from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.registry import ModelRegistry
 from tokenspeech.serving.server import RunningServer, start_server
 from tokenspeech.tts.pipeline import Synthesizer
 
 TTS_NAME, ASR_NAME = "tiny-tts", "tiny-asr"
+TEXT = "Hello there. How are you today?"
 LONG_TEXT = " ".join(f"This is sentence number {n}, spoken slowly." for n in range(1, 9))
+PCM16_16K = pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=16000)
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    """Float audio in [-1, 1] as little-endian 16-bit PCM bytes (clipped)."""
+    return (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes()
 
 
 def free_port() -> int:

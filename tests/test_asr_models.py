@@ -35,12 +35,7 @@ from tiny_models import speech_like, tiny_asr_bundle
 FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,7 @@ TEXTS = ("Hello there, this is a test. How are you today?", "Short one.",
          "A somewhat longer sentence goes here, with a comma.", "Yes.")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,7 @@ from tokenspeech.codecs.tokenfile import read_tokens
 SOURCE_RATE = 16000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok() -> EncodecTokenizer:
-    return EncodecTokenizer.random(seed=0)
-
-
-@pytest.fixture(scope="module")
-def weights(tok: EncodecTokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "encodec_random.th"
-    tok.save_weights(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
@@ -56,10 +38,14 @@ def encode(wav_file: Path, out: Path, weights: Path, *extra: str) -> int:
                  "--weights", str(weights), *extra])
 
 
-def test_encode_decode_round_trip(wav_file: Path, weights: Path, tok: EncodecTokenizer, tmp_path: Path,
+def decode(tokens: Path, out: Path, weights: Path) -> int:
+    return main(["codec", "decode", str(tokens), "-o", str(out), "--weights", str(weights)])
+
+
+def test_encode_decode_round_trip(wav_file: Path, tok_weights: Path, tok: EncodecTokenizer, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     tokens_path = tmp_path / "speech.tok"
-    assert encode(wav_file, tokens_path, weights) == 0
+    assert encode(wav_file, tokens_path, tok_weights) == 0
     assert "2 codebooks" in capsys.readouterr().out
     tokens = read_tokens(tokens_path)
     samples = round(1.3 * 24000)
@@ -68,27 +54,27 @@ def test_encode_decode_round_trip(wav_file: Path, weights: Path, tok: EncodecTok
     assert (tokens.meta.num_samples, tokens.meta.source_sample_rate) == (samples, SOURCE_RATE)
 
     out = tmp_path / "decoded.wav"
-    assert main(["codec", "decode", str(tokens_path), "-o", str(out), "--weights", str(weights)]) == 0
+    assert decode(tokens_path, out, tok_weights) == 0
     audio, rate = sf.read(out, dtype="float32")
     assert rate == 24000 and len(audio) == samples
     expected = tok.decode(torch.from_numpy(tokens.codes)[None])[0, 0, :samples].numpy()
     assert np.abs(audio - np.clip(expected, -1, 1)).max() < 2 / 32768  # 16-bit WAV rounding
 
 
-def test_kbps_picks_the_codebook_count(wav_file: Path, weights: Path, tmp_path: Path) -> None:
-    assert encode(wav_file, tmp_path / "a.tok", weights, "--kbps", "6") == 0
+def test_kbps_picks_the_codebook_count(wav_file: Path, tok_weights: Path, tmp_path: Path) -> None:
+    assert encode(wav_file, tmp_path / "a.tok", tok_weights, "--kbps", "6") == 0
     assert read_tokens(tmp_path / "a.tok").codebooks == 8
 
 
-def test_decode_of_a_corrupt_file_fails_with_the_reason(wav_file: Path, weights: Path, tmp_path: Path,
+def test_decode_of_a_corrupt_file_fails_with_the_reason(wav_file: Path, tok_weights: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     tokens_path = tmp_path / "speech.tok"
-    assert encode(wav_file, tokens_path, weights) == 0
+    assert encode(wav_file, tokens_path, tok_weights) == 0
     data = bytearray(tokens_path.read_bytes())
     data[-20] ^= 0xFF
     tokens_path.write_bytes(bytes(data))
     capsys.readouterr()
-    code = main(["codec", "decode", str(tokens_path), "-o", str(tmp_path / "x.wav"), "--weights", str(weights)])
+    code = decode(tokens_path, tmp_path / "x.wav", tok_weights)
     error = capsys.readouterr().err
     assert code != 0 and str(tokens_path) in error and "CRC-32 mismatch" in error
     assert not (tmp_path / "x.wav").exists()
@@ -119,17 +105,17 @@ def test_info_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_.value.code == 0 and "tokenspeech codec decode speech.tok" in capsys.readouterr().out
 
 
-def test_long_files_are_processed_in_chunks_with_the_same_result(wav_file: Path, weights: Path, tmp_path: Path,
+def test_long_files_are_processed_in_chunks_with_the_same_result(wav_file: Path, tok_weights: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import tokenspeech.codecs.cli as codec_cli
 
-    assert encode(wav_file, tmp_path / "whole.tok", weights) == 0
-    main(["codec", "decode", str(tmp_path / "whole.tok"), "-o", str(tmp_path / "whole.wav"), "--weights", str(weights)])
+    assert encode(wav_file, tmp_path / "whole.tok", tok_weights) == 0
+    decode(tmp_path / "whole.tok", tmp_path / "whole.wav", tok_weights)
     monkeypatch.setattr(codec_cli, "CHUNK_FRAMES", 20)  # 98 frames -> 5 streaming steps
-    assert encode(wav_file, tmp_path / "chunked.tok", weights) == 0
+    assert encode(wav_file, tmp_path / "chunked.tok", tok_weights) == 0
     whole, chunked = read_tokens(tmp_path / "whole.tok").codes, read_tokens(tmp_path / "chunked.tok").codes
     assert (whole == chunked).all(axis=0).mean() >= 0.95  # the rest are float-rounding ties
-    main(["codec", "decode", str(tmp_path / "whole.tok"), "-o", str(tmp_path / "chunked.wav"), "--weights", str(weights)])
+    decode(tmp_path / "whole.tok", tmp_path / "chunked.wav", tok_weights)
     a, b = sf.read(tmp_path / "whole.wav")[0], sf.read(tmp_path / "chunked.wav")[0]
     assert np.abs(a - b).max() <= 1 / 32768
 

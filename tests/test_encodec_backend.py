@@ -12,7 +12,6 @@ Tolerances (measured on EncodecTokenizer.random(0), see the encodec module docst
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,25 +24,7 @@ from tokenspeech.errors import ConfigError, ModelLoadError
 HOP = 320
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small single-stream work: one thread is as fast and does not fight other jobs for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok() -> EncodecTokenizer:
-    return EncodecTokenizer.random(seed=0)
-
-
-@pytest.fixture(scope="module")
-def weights_file(tok: EncodecTokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "random.th"
-    tok.save_weights(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def speech(batch: int, seconds: float, seed: int = 1) -> torch.Tensor:
@@ -250,21 +231,21 @@ def test_missing_explicit_or_env_weights_are_named(no_weights: Path, monkeypatch
         load_encodec()
 
 
-def test_weights_from_env_hub_cache_and_explicit_path(no_weights: Path, weights_file: Path, tok: EncodecTokenizer,
+def test_weights_from_env_hub_cache_and_explicit_path(no_weights: Path, tok_weights: Path, tok: EncodecTokenizer,
                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     wav = speech(1, 0.3)
     expected = tok.encode(wav)
-    monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
+    monkeypatch.setenv(WEIGHTS_ENV, str(tok_weights))
     assert torch.equal(load_encodec().encode(wav), expected)
     garbage = tmp_path / "garbage.th"
     garbage.write_bytes(b"not a checkpoint")
     monkeypatch.setenv(WEIGHTS_ENV, str(garbage))
     with pytest.raises(ModelLoadError, match="not a readable PyTorch state dict"):
         load_encodec()
-    assert torch.equal(load_encodec(weights_file).encode(wav), expected)  # explicit path wins over the env
+    assert torch.equal(load_encodec(tok_weights).encode(wav), expected)  # explicit path wins over the env
     monkeypatch.delenv(WEIGHTS_ENV)
     no_weights.parent.mkdir(parents=True)
-    no_weights.symlink_to(weights_file)
+    no_weights.symlink_to(tok_weights)
     assert torch.equal(load_encodec().encode(wav), expected)
 
 

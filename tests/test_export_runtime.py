@@ -49,19 +49,13 @@ class Exported:
     codec: NativeCodec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """Tiny models saved as artifacts (fp16 weights), reloaded for PyTorch, and exported once."""
     models = tmp_path_factory.mktemp("models")
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("export")
     export_tiny_models(models, root)
     return Exported(root, load_tts_model(models / "tts"), load_asr_model(models / "asr"),

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from tokenspeech.codecs.native import TRAINING_ONLY_KEYS, NativeCodec, codec_info, load_native_codec, save_native_codec
+from tokenspeech.artifacts import artifact_paths
+from tokenspeech.codecs.native import (
+    TRAINING_ONLY_KEYS,
+    NativeCodec,
+    codec_info,
+    default_weights_path,
+    load_native_codec,
+    save_native_codec,
+)
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.models.codec import CodecConfig, CodecModel, ResidualVectorQuantizer
 
@@ -149,6 +157,26 @@ def test_save_load_round_trip(model: CodecModel, tmp_path: Path) -> None:
     wav = speechlike(1, 6)
     codes = loaded.encode(wav)
     assert loaded.decode(codes).shape == (1, 1, 6 * HOP)
+
+
+def test_shipped_codec_loads_and_resaves_with_the_same_card_keys(tmp_path: Path) -> None:
+    """The shipped ``assets/tscodec.*`` loads every stored weight; saving it again keeps the card's keys."""
+    from safetensors.torch import load_file
+
+    shipped = load_native_codec()
+    weights, card = artifact_paths(default_weights_path())
+    stored = load_file(str(weights))
+    state = shipped.model.state_dict()
+    assert set(stored) == set(state) - set(TRAINING_ONLY_KEYS)
+    assert all(torch.equal(state[k], v.float()) for k, v in stored.items())
+    assert shipped.card == json.loads(card.read_text())
+    again_weights, again_card = save_native_codec(shipped.model, shipped.config, tmp_path / "again",
+                                                  {k: shipped.card[k] for k in ("training", "metrics")})
+    assert json.loads(again_card.read_text()).keys() == shipped.card.keys()
+    again = load_file(str(again_weights))
+    assert again.keys() == stored.keys() and all(torch.equal(again[k], v) for k, v in stored.items())
+    wav = speechlike(1, 3)
+    assert torch.equal(load_native_codec(again_weights).encode(wav), shipped.encode(wav))
 
 
 def test_missing_weights_raise_model_load_error(tmp_path: Path) -> None:

@@ -9,10 +9,9 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from serving_harness import ASR_NAME, LONG_TEXT, TTS_NAME, ServerThread
+from serving_harness import ASR_NAME, LONG_TEXT, PCM16_16K, TEXT, TTS_NAME, ServerThread, pcm16
 from tiny_models import speech_like
 
 from tokenspeech.serving.native import SERVICE_NAME
@@ -20,32 +19,12 @@ from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
 from tokenspeech.serving.riva import ASR_SERVICE_NAME, TTS_SERVICE_NAME
 
-TEXT = "Hello there. How are you today?"
-PCM16_16K = pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=16000)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def server(one_thread) -> ServerThread:
-    running = ServerThread().start()
-    yield running
-    running.stop()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def stub(server: ServerThread) -> pb_grpc.SpeechStub:
     return pb_grpc.SpeechStub(server.channel())
-
-
-def pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes()
 
 
 def synth_stream(stub, config: pb.SynthesisConfig, *texts: str, **kwargs):

@@ -17,9 +17,18 @@ import grpc
 import numpy as np
 import pytest
 import riva.client
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving_harness import ASR_NAME, LONG_TEXT, TTS_NAME, ServerThread, free_port, tiny_registry
+from serving_harness import (
+    ASR_NAME,
+    LONG_TEXT,
+    PCM16_16K,
+    TEXT,
+    TTS_NAME,
+    ServerThread,
+    free_port,
+    pcm16,
+    tiny_registry,
+)
 from tiny_models import speech_like
 
 from tokenspeech.serving import metrics as m
@@ -29,16 +38,7 @@ from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
 from tokenspeech.serving.registry import ModelRegistry
 
-TEXT = "Hello there. How are you today?"
-PCM16_16K = pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=16000)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SlowEngine:
@@ -72,10 +72,6 @@ def long_stream(stub: pb_grpc.SpeechStub, **kwargs: Any) -> Any:
     requests = [pb.StreamingSynthesizeRequest(config=pb.SynthesisConfig(decoder="semiar")),
                 pb.StreamingSynthesizeRequest(text=LONG_TEXT)]
     return stub.StreamingSynthesize(iter(requests), **kwargs)
-
-
-def pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes()
 
 
 def wait_for(condition: Any, seconds: float = 3.0) -> bool:

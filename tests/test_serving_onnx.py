@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from serving_harness import ServerThread
+from serving_harness import PCM16_16K, TEXT, ServerThread, pcm16
 from tiny_exports import export_tiny_models
 from tiny_models import VOICES, speech_like
 
@@ -29,18 +28,11 @@ from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
 from tokenspeech.serving.registry import load_registry
 
 CPU_ONLY = RuntimeOptions(provider="cpu", intra_op_threads=1, inter_op_threads=1)
-TEXT = "Hello there. How are you today?"
 FLOAT32 = pb.AudioFormat(encoding=pb.FLOAT32, sample_rate_hz=16000)
-PCM16_16K = pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=16000)
 AUDIO_ATOL = 1e-3  # float32 graphs vs eager; the runtime tests see <= 4e-8 on these models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +64,6 @@ def stubs(servers) -> tuple[pb_grpc.SpeechStub, pb_grpc.SpeechStub]:
     return tuple(pb_grpc.SpeechStub(server.channel()) for server in servers)
 
 
-def _pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes()
-
-
 def _streamed_audio(stub: pb_grpc.SpeechStub, config: pb.SynthesisConfig, text: str) -> tuple[np.ndarray, list]:
     requests = [pb.StreamingSynthesizeRequest(config=config), pb.StreamingSynthesizeRequest(text=text)]
     chunks = list(stub.StreamingSynthesize(iter(requests)))
@@ -95,7 +83,7 @@ def test_synthesis_on_onnx_equals_torch(stubs, decoder: str) -> None:
 
 
 def test_recognition_on_onnx_equals_torch(stubs) -> None:
-    audio = _pcm16(speech_like(2.0, seed=3))
+    audio = pcm16(speech_like(2.0, seed=3))
     for decoder in ("ctc", "paraformer", "ar", "semiar"):
         config = pb.RecognitionConfig(model="asr", decoder=decoder, audio_format=PCM16_16K)
         results = [s.Recognize(pb.RecognizeRequest(config=config, audio=audio)).result for s in stubs]
@@ -104,7 +92,7 @@ def test_recognition_on_onnx_equals_torch(stubs) -> None:
 
 @pytest.mark.parametrize("decoder", ["semiar", "ctc"])
 def test_streaming_recognition_on_onnx_equals_torch(stubs, decoder: str) -> None:
-    audio = _pcm16(speech_like(2.5, seed=4))
+    audio = pcm16(speech_like(2.5, seed=4))
     config = pb.RecognitionConfig(decoder=decoder, interim_results=True, audio_format=PCM16_16K)
     requests = [pb.StreamingRecognizeRequest(config=config)]
     requests += [pb.StreamingRecognizeRequest(audio=audio[i:i + 3201]) for i in range(0, len(audio), 3201)]
@@ -113,7 +101,7 @@ def test_streaming_recognition_on_onnx_equals_torch(stubs, decoder: str) -> None
 
 
 def test_codec_encode_and_decode_on_onnx_equal_torch(stubs) -> None:
-    audio = _pcm16(speech_like(1.0))
+    audio = pcm16(speech_like(1.0))
     codes = [s.Encode(pb.EncodeRequest(audio=audio, audio_format=PCM16_16K, codebooks=3)).codes for s in stubs]
     assert codes[1] == codes[0] and codes[0].num_frames == 25
     decoded = [np.frombuffer(s.Decode(pb.DecodeRequest(codes=codes[0], audio_format=FLOAT32)).audio, dtype="<f4")

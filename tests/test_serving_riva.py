@@ -10,28 +10,12 @@ import numpy as np
 import pytest
 import riva.client
 import soundfile as sf
-import torch
 from riva.client.proto import riva_asr_pb2 as rasr
 from riva.client.proto import riva_tts_pb2 as rtts
-from serving_harness import ASR_NAME, TTS_NAME, ServerThread
+from serving_harness import ASR_NAME, TEXT, TTS_NAME, ServerThread
 from tiny_models import speech_like
 
-TEXT = "Hello there. How are you today?"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def server(one_thread) -> ServerThread:
-    running = ServerThread().start()
-    yield running
-    running.stop()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

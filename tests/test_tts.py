@@ -40,13 +40,7 @@ from tiny_models import FIXTURE, VOICES, tiny_codec, tiny_tts_bundle, tiny_tts_c
 TEXT = "Hello there, this is a test. How are you today?"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one thread avoids OpenMP spinning against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ of its result row and the key ``--resume`` matches on.
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tokenspeech.errors import ConfigError
+from tokenspeech.jsonl import json_records
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,7 @@ def _read_list(path: Path) -> list[AudioInput]:
 
 def _read_manifest(manifest: Path) -> list[AudioInput]:
     inputs = []
-    for number, line in enumerate(_read_lines(manifest), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{manifest}:{number}: not valid JSON ({error.msg})") from error
+    for number, record in json_records(_read_lines(manifest), manifest):
         if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
             raise ConfigError(f'{manifest}:{number}: each manifest line needs a "path" string')
         ident, text = record.get("id"), record.get("text")

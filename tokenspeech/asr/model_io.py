@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from tokenspeech.artifacts import read_card, write_artifact
+from tokenspeech.artifacts import artifact_paths, read_card, read_weights, write_artifact
 from tokenspeech.errors import ModelLoadError
 from tokenspeech.features import MelConfig
 from tokenspeech.models.asr import FRAME_SECONDS, AsrModel, AsrModelConfig
@@ -43,11 +42,7 @@ def assets_dir() -> Path:
 
 def _paths(path: str | Path | None) -> tuple[Path, Path]:
     """``(weights, card)`` for a path given with or without suffix (default: the shipped model)."""
-    base = Path(path) if path is not None else assets_dir() / DEFAULT_NAME
-    if base.is_dir():
-        base = base / DEFAULT_NAME
-    stem = base.with_suffix("") if base.suffix in (".safetensors", ".json") else base
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    return artifact_paths(path if path is not None else assets_dir() / DEFAULT_NAME, DEFAULT_NAME)
 
 
 def save_asr_model(model: AsrModel, path: str | Path, vocabulary: Vocabulary, mel: MelConfig,
@@ -74,8 +69,6 @@ def load_asr_model(path: str | Path | None = None, device: str = "cpu") -> AsrBu
 
     Raises :class:`ModelLoadError` when either file is missing or they do not match.
     """
-    from safetensors.torch import load_file
-
     weights, card_path = _paths(path)
     missing = [str(p) for p in (weights, card_path) if not p.is_file()]
     if missing:
@@ -86,8 +79,7 @@ def load_asr_model(path: str | Path | None = None, device: str = "cpu") -> AsrBu
     try:
         config = AsrModelConfig.from_json(card["config"])
         model = AsrModel(config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(read_weights(weights), strict=True)
     except (KeyError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"{weights}: weights do not match the card {card_path.name} ({error})") from error
     phonemes = card.get("phoneme_vocabulary")

@@ -14,15 +14,14 @@ default location is ``tokenspeech/assets/tscodec.safetensors``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tokenspeech.artifacts import artifact_paths, read_card, read_weights, write_artifact
 from tokenspeech.codecs.base import CodecInfo
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.models.codec import CodecConfig, CodecModel, DecoderState, EncoderState
@@ -134,28 +133,10 @@ class NativeCodec:
 # ----------------------------------------------------------------------------- artifacts
 
 
-def artifact_paths(path: Path) -> tuple[Path, Path]:
-    """``(weights, card)`` for ``x.safetensors``, ``x.json`` or the stem ``x``."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_native_codec(model: CodecModel, config: CodecConfig, path: Path,
                       card_extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write float16 weights and the JSON card (atomically); returns ``(weights, card)`` paths."""
-    from safetensors.torch import save_file
-
     weights_path, card_path = artifact_paths(path)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
-               if k not in TRAINING_ONLY_KEYS}
     info = codec_info(config)
     card = {
         "format_version": CARD_FORMAT_VERSION,
@@ -165,23 +146,19 @@ def save_native_codec(model: CodecModel, config: CodecConfig, path: Path,
         "latency": {"algorithmic_ms": 1000 * config.latency_samples / config.sample_rate,
                     "frame_samples": config.hop_length, "output_delay_samples": config.output_delay},
         "bitrates_kbps": {str(k): info.bitrate_kbps(k) for k in (6, 12, 24) if k <= config.num_codebooks},
-        "parameters": int(sum(v.numel() for v in tensors.values())),
+        "parameters": int(sum(v.numel() for k, v in model.state_dict().items() if k not in TRAINING_ONLY_KEYS)),
         "weights_dtype": "float16",
         **(card_extra or {}),
     }
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, str(tmp), metadata={"name": NAME}))
-    _atomic_write(card_path, lambda tmp: tmp.write_text(json.dumps(card, indent=1, default=str)))
+    write_artifact(weights_path, card_path, model, card, CARD_FORMAT_VERSION, exclude=TRAINING_ONLY_KEYS)
     return weights_path, card_path
 
 
 def _read_card(card_path: Path) -> tuple[dict[str, Any], CodecConfig]:
+    card = read_card(card_path, None, CARD_FORMAT_VERSION, f"a {NAME}")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        if card.get("format_version") != CARD_FORMAT_VERSION:
-            raise ModelLoadError(f"{card_path}: card format_version {card.get('format_version')!r} is not "
-                                 f"{CARD_FORMAT_VERSION}; re-export the codec with this tokenspeech")
         return card, CodecConfig.from_json(card["architecture"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ConfigError) as error:
+    except (KeyError, TypeError, ConfigError) as error:
         raise ModelLoadError(f"{card_path}: not a readable {NAME} model card ({error})") from error
 
 
@@ -192,7 +169,6 @@ def load_native_codec(path: Path | None = None) -> NativeCodec:
     weights do not match the architecture in the card.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     weights_path, card_path = artifact_paths(path if path is not None else default_weights_path())
     missing = [str(p) for p in (weights_path, card_path) if not p.is_file()]
@@ -200,7 +176,7 @@ def load_native_codec(path: Path | None = None) -> NativeCodec:
         raise ModelLoadError(f"{NAME} weights not found: missing {', '.join(missing)}; {TRAIN_HINT}")
     card, config = _read_card(card_path)
     try:
-        tensors = load_file(str(weights_path))
+        tensors = read_weights(weights_path)
     except (OSError, SafetensorError) as error:
         raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({error})") from error
     model = CodecModel(config)
@@ -217,7 +193,5 @@ def _load_weights(model: CodecModel, tensors: dict[str, Tensor], source: Path) -
     if missing or unexpected or wrong:
         raise ModelLoadError(f"{source}: weights do not match the card's architecture (missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]})")
-    state = {k: v.to(torch.float32) for k, v in tensors.items()}
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(tensors, strict=False)
     model.quantizer.initialized.fill_(True)
-

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokenspeech.errors import ConfigError
+from tokenspeech.jsonl import json_records
 
 if TYPE_CHECKING:
     from tokenspeech.eval.wer import ErrorRates
@@ -104,13 +105,7 @@ def _read_texts(path: Path, field: str | None) -> list[str]:
     if field is None:
         return lines
     texts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}:{number}: not valid JSON ({error.msg}); drop --field for plain text") from error
+    for number, record in json_records(lines, path, "; drop --field for plain text"):
         if not isinstance(record, dict) or field not in record:
             raise ConfigError(f"{path}:{number}: no field {field!r}")
         texts.append(str(record[field] or ""))

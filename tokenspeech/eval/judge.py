@@ -41,6 +41,7 @@ import numpy as np
 from tokenspeech.audio import AudioLimits, load_audio
 from tokenspeech.errors import AudioError, ConfigError, ModelLoadError
 from tokenspeech.eval.wer import ErrorRates, error_rates, score_text
+from tokenspeech.jsonl import json_records
 
 logger = logging.getLogger(__name__)
 
@@ -296,13 +297,7 @@ def read_manifest(manifest_path: str | Path, group_by: str | None = None) -> lis
         raise ConfigError(f"{manifest}: no such manifest file")
     base = manifest.resolve().parent
     entries = []
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{manifest}:{number}: not valid JSON ({error.msg})") from error
+    for number, record in json_records(manifest.read_text(encoding="utf-8").splitlines(), manifest):
         if not isinstance(record, dict):
             raise ConfigError(f"{manifest}:{number}: expected a JSON object per line")
         missing = [key for key in ("id", "text", "path") if key not in record]

@@ -22,7 +22,6 @@ Decoders (when the model has them):
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from tokenspeech.asr.model_io import AsrBundle
-from tokenspeech.export.graph import GraphSpec, PostProcess, export_spec
+from tokenspeech.export.graph import GraphSpec, PostProcess, cache_pairs, export_specs, flat_caches, layer_caches
 from tokenspeech.export.manifest import AsrNames, cache_names
 from tokenspeech.models.asr import FRAME_SECONDS, AsrModel
 from tokenspeech.models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, subsampled_length
 from tokenspeech.models.transformer import LayerCache, attention_mask
 
-logger = logging.getLogger(__name__)
-
 NAMES = AsrNames()
-
-
-def _pairs(flat: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor]]:
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-
-
-def _caches(flat: tuple[Tensor, ...]) -> list[LayerCache]:
-    return [LayerCache(k, v) for k, v in _pairs(flat)]
-
-
-def _flat(caches: list[LayerCache]) -> tuple[Tensor, ...]:
-    return tuple(t for c in caches for t in (c.key, c.value))
 
 
 def chunk_mask_tensor(length: int | Tensor, chunk: Tensor, left_chunks: Tensor, lengths: Tensor) -> Tensor:
@@ -138,8 +123,8 @@ class ArStepGraph(nn.Module):
 
     def forward(self, tokens: Tensor, memory_mask: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
         caches, memory = rest[: 2 * self.layers], rest[2 * self.layers:]
-        logits, new = self.decoder.step(tokens, _caches(caches), _pairs(memory), memory_mask)
-        return (logits, *_flat(new))
+        logits, new = self.decoder.step(tokens, layer_caches(caches), cache_pairs(memory), memory_mask)
+        return (logits, *flat_caches(new))
 
 
 class BlockMemoryGraph(nn.Module):
@@ -158,15 +143,17 @@ class BlockStepGraph(nn.Module):
         self.layers = len(self.decoder.transformer.blocks)
 
     def forward(self, acoustic: Tensor, *rest: Tensor) -> Tensor:
-        logits, _ = self.decoder.step(acoustic, _caches(rest[: 2 * self.layers]), _pairs(rest[2 * self.layers:]))
+        caches, memory = rest[: 2 * self.layers], rest[2 * self.layers:]
+        logits, _ = self.decoder.step(acoustic, layer_caches(caches), cache_pairs(memory))
         return logits
 
 
 class BlockContextGraph(BlockStepGraph):
     def forward(self, tokens: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
         inputs = self.decoder.embed(tokens)
-        _, new = self.decoder.step(inputs, _caches(rest[: 2 * self.layers]), _pairs(rest[2 * self.layers:]))
-        return _flat(new)
+        caches, memory = rest[: 2 * self.layers], rest[2 * self.layers:]
+        _, new = self.decoder.step(inputs, layer_caches(caches), cache_pairs(memory))
+        return flat_caches(new)
 
 
 def _encoder_specs(model: AsrModel, names: AsrNames, batch: int) -> dict[str, GraphSpec]:
@@ -265,14 +252,9 @@ def export_asr_onnx(bundle: AsrBundle, out_dir: Path, post: PostProcess = PostPr
     """Write every ASR graph into ``out_dir``; returns the model's manifest entry (``models.asr``)."""
     from tokenspeech.asr.recognizer import RecognizerOptions
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = bundle.model.eval()
     config = model.config
-    graphs = {}
-    for graph, spec in graph_specs(model).items():
-        graphs[graph] = export_spec(spec, out_dir / f"{prefix}_{graph}.onnx", post)
-        logger.info("exported %s", out_dir / graphs[graph]["file"])
+    graphs = export_specs(graph_specs(model), out_dir, prefix, post)
     defaults = RecognizerOptions()
     return {
         "kind": "asr", "names": NAMES.to_json(), "graphs": graphs, "config": config.to_json(),

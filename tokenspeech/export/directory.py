@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokenspeech.artifacts import atomic_write
+from tokenspeech.artifacts import artifact_paths, atomic_write
 from tokenspeech.errors import ModelLoadError
 from tokenspeech.export.graph import PostProcess
 from tokenspeech.export.manifest import FORMAT_VERSION, MANIFEST_FILE, OPSET, CodecGraphNames
@@ -38,9 +38,7 @@ def model_kind(model: str) -> str:
     """``codec``, ``tts`` or ``asr`` for a shipped name or a ``.safetensors`` / ``.json`` / stem path."""
     if model in SHIPPED:
         return "codec" if model == "tscodec" else model
-    stem = Path(model)
-    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
-    card = stem.with_name(stem.name + ".json")
+    _, card = artifact_paths(model)
     try:
         data = json.loads(card.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:

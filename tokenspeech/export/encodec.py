@@ -38,7 +38,8 @@ from tokenspeech.errors import ConfigError, ModelLoadError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from tokenspeech.codecs.encodec import EncodecTokenizer, StreamingSeanet
+    from tokenspeech.codecs.encodec import EncodecTokenizer
+    from tokenspeech.codecs.encodec_layers import StreamingSeanet
 
 LOG = logging.getLogger(__name__)
 

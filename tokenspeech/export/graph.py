@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from tokenspeech.errors import ConfigError
 from tokenspeech.export.manifest import OPSET
+from tokenspeech.models.transformer import LayerCache
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,33 @@ def _register_symbolics() -> None:
 
 def export_spec(spec: GraphSpec, path: Path, post: PostProcess = PostProcess()) -> dict[str, Any]:
     return export_graph(spec.module, spec.args, path, spec.inputs, spec.outputs, spec.dynamic, post)
+
+
+def export_specs(specs: dict[str, GraphSpec], out_dir: Path, prefix: str,
+                 post: PostProcess = PostProcess()) -> dict[str, Any]:
+    """Write ``out_dir/<prefix>_<graph>.onnx`` for every spec; returns graph -> manifest entry."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphs = {}
+    for graph, spec in specs.items():
+        graphs[graph] = export_spec(spec, out_dir / f"{prefix}_{graph}.onnx", post)
+        logger.info("exported %s", out_dir / graphs[graph]["file"])
+    return graphs
+
+
+def cache_pairs(flat: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor]]:
+    """Graph I/O ``(key.0, value.0, key.1, value.1, ...)`` -> ``[(key, value)]`` per layer."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def layer_caches(flat: tuple[Tensor, ...]) -> list[LayerCache]:
+    """Graph I/O ``(key.0, value.0, ...)`` -> one :class:`LayerCache` per layer."""
+    return [LayerCache(k, v) for k, v in cache_pairs(flat)]
+
+
+def flat_caches(caches: list[LayerCache]) -> tuple[Tensor, ...]:
+    """The inverse of :func:`layer_caches`: ``(key.0, value.0, key.1, value.1, ...)``."""
+    return tuple(t for c in caches for t in (c.key, c.value))
 
 
 def _sort_nodes(graph: Any) -> None:

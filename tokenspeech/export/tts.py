@@ -17,30 +17,18 @@ full attention without a padding mask: the runtime runs one sentence at a time.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tokenspeech.export.graph import GraphSpec, PostProcess, export_spec
+from tokenspeech.export.graph import GraphSpec, PostProcess, export_specs, flat_caches, layer_caches
 from tokenspeech.export.manifest import TtsNames, cache_names
-from tokenspeech.models.transformer import LayerCache
 from tokenspeech.models.tts import CodebookHeads, TtsModel, predicted_durations
 from tokenspeech.tts.model_io import TtsBundle
 
-logger = logging.getLogger(__name__)
-
 NAMES = TtsNames()
-
-
-def _caches(flat: tuple[Tensor, ...]) -> list[LayerCache]:
-    return [LayerCache(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-
-
-def _flat(caches: list[LayerCache]) -> tuple[Tensor, ...]:
-    return tuple(t for c in caches for t in (c.key, c.value))
 
 
 def _unmask(codes: Tensor, mask_id: int) -> Tensor:
@@ -102,8 +90,8 @@ class BlockGraph(nn.Module):
     def forward(self, codes: Tensor, cond: Tensor, codebooks: Tensor, *cache: Tensor) -> tuple[Tensor, ...]:
         codec = self.model.codec
         x = codec.inputs(_unmask(codes, self.model.config.mask_id), cond)
-        hidden, new_cache = codec.transformer.step(x, _caches(cache))
-        return (_heads(codec.heads, hidden, codebooks), *_flat(new_cache))
+        hidden, new_cache = codec.transformer.step(x, layer_caches(cache))
+        return (_heads(codec.heads, hidden, codebooks), *flat_caches(new_cache))
 
 
 class ArStepGraph(nn.Module):
@@ -112,8 +100,8 @@ class ArStepGraph(nn.Module):
         self.ar = model.ar
 
     def forward(self, tokens: Tensor, cond: Tensor, *cache: Tensor) -> tuple[Tensor, ...]:
-        hidden, new_cache = self.ar.transformer.step(cond + self.ar.embed(tokens), _caches(cache))
-        return (self.ar.head(hidden), *_flat(new_cache))
+        hidden, new_cache = self.ar.transformer.step(cond + self.ar.embed(tokens), layer_caches(cache))
+        return (self.ar.head(hidden), *flat_caches(new_cache))
 
 
 def _cache_args(layers: int, heads: int, head_dim: int, batch: int, past: int) -> tuple[Tensor, ...]:
@@ -176,14 +164,9 @@ def export_tts_onnx(bundle: TtsBundle, out_dir: Path, post: PostProcess = PostPr
     """Write every TTS graph into ``out_dir``; returns the model's manifest entry (``models.tts``)."""
     from tokenspeech.tts.pipeline import DEFAULT_DECODER, DEFAULT_STEPS, SynthesisOptions
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = bundle.model.eval()
     config = model.config
-    graphs = {}
-    for graph, spec in graph_specs(model).items():
-        graphs[graph] = export_spec(spec, out_dir / f"{prefix}_{graph}.onnx", post)
-        logger.info("exported %s", out_dir / graphs[graph]["file"])
+    graphs = export_specs(graph_specs(model), out_dir, prefix, post)
     defaults = SynthesisOptions()
     return {
         "kind": "tts", "names": NAMES.to_json(), "graphs": graphs, "config": config.to_json(),

@@ -17,9 +17,11 @@ Signal path (defaults of :class:`CodecConfig`)::
          synthesis window and overlap-add, both in one ``conv_transpose1d`` (n_fft 640, hop 160)
       -> wav [B,1,F*640]
 
-Every convolution is left-padded (no lookahead) and carries its history in an
-explicit state; LayerNorm and Linear act per time step. ``forward`` is the
-offline pass and equals ``step`` run from the zero state, chunk after chunk.
+The causal layers live in :mod:`tokenspeech.models.codec_layers`, the
+quantizer in :mod:`tokenspeech.models.rvq`. Every convolution is left-padded
+(no lookahead) and carries its history in an explicit state; LayerNorm and
+Linear act per time step. ``forward`` is the offline pass and equals ``step``
+run from the zero state, chunk after chunk.
 
 Latency arithmetic (defaults; 1 sample = 1/16 ms):
 
@@ -44,20 +46,16 @@ Latency arithmetic (defaults; 1 sample = 1/16 ms):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from tokenspeech.errors import ConfigError
-
-LOG_POWER_FLOOR = 1e-6  # encoder input: log(|X|^2 + floor)
-INPUT_SCALE = 0.1  # brings log power (about -14..10) near unit range
-LOG_MAGNITUDE_MAX = 6.0  # decoder head: exp() argument is clipped here (magnitude <= ~400)
+from tokenspeech.models.codec_layers import CausalConvNeXtStack, CausalSpectrum, IstftHead
+from tokenspeech.models.rvq import ResidualVectorQuantizer
 
 
 @dataclass(frozen=True)
@@ -202,201 +200,6 @@ def unflatten_state(template: EncoderState | DecoderState, tensors: Sequence[Ten
     return type(template)(**values)
 
 
-# ----------------------------------------------------------------------------- layers
-
-
-def _with_history(x: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
-    """``cat(history, x)`` along time and the new history (same length as the old one)."""
-    full = torch.cat([history, x], dim=-1)
-    return full, full[..., -history.shape[-1]:]
-
-
-class CausalConv1d(nn.Module):
-    """``x [B, C_in, T] -> y [B, C_out, T // stride]`` without lookahead.
-
-    Left-padded by ``kernel_size - stride``: output ``t`` sees inputs up to
-    ``t * stride + stride - 1``. The streaming state is the last
-    ``kernel_size - stride`` inputs ``[B, C_in, kernel_size - stride]``;
-    chunks must be multiples of ``stride``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = True) -> None:
-        super().__init__()
-        if kernel_size <= stride:
-            raise ConfigError(f"CausalConv1d needs kernel_size > stride, got {kernel_size} <= {stride}")
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=bias)
-        self.history = kernel_size - stride
-
-    def init_state(self, batch_size: int) -> Tensor:
-        weight = self.conv.weight
-        return weight.new_zeros(batch_size, self.conv.in_channels, self.history)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, (self.history, 0)))
-
-    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        full, state = _with_history(x, state)
-        return self.conv(full), state
-
-
-class CausalConvNeXtBlock(nn.Module):
-    """ConvNeXt block on ``x [B, S, C] -> [B, S, C]`` with a causal depthwise conv.
-
-    depthwise causal conv -> LayerNorm -> Linear(C, r C) -> GELU -> Linear(r C, C)
-    -> per-channel scale -> residual. Only the depthwise conv looks across time.
-    """
-
-    def __init__(self, dim: int, kernel_size: int, mlp_ratio: int, layer_scale: float) -> None:
-        super().__init__()
-        self.dwconv = CausalConv1d(dim, dim, kernel_size, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, mlp_ratio * dim)
-        self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(mlp_ratio * dim, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
-
-    def _mix(self, x: Tensor, mixed: Tensor) -> Tensor:
-        return x + self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(mixed))))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._mix(x, self.dwconv(x.transpose(1, 2)).transpose(1, 2))
-
-    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        mixed, state = self.dwconv.step(x.transpose(1, 2), state)
-        return self._mix(x, mixed.transpose(1, 2)), state
-
-
-class CausalConvNeXtStack(nn.Module):
-    """``blocks`` causal ConvNeXt blocks ``[B, S, C] -> [B, S, C]``; state: one history per block."""
-
-    def __init__(self, dim: int, blocks: int, kernel_size: int, mlp_ratio: int) -> None:
-        super().__init__()
-        scale = 1.0 / max(blocks, 1)
-        self.blocks = nn.ModuleList(CausalConvNeXtBlock(dim, kernel_size, mlp_ratio, scale) for _ in range(blocks))
-
-    def init_state(self, batch_size: int) -> tuple[Tensor, ...]:
-        return tuple(block.dwconv.init_state(batch_size) for block in self.blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-    def step(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        new_state = []
-        for block, history in zip(self.blocks, state):
-            x, history = block.step(x, history)
-            new_state.append(history)
-        return x, tuple(new_state)
-
-
-def _hann(length: int) -> Tensor:
-    """Periodic Hann window ``[length]`` (float64)."""
-    n = torch.arange(length, dtype=torch.float64)
-    return 0.5 - 0.5 * torch.cos(2 * math.pi * n / length)
-
-
-def analysis_kernels(n_fft: int) -> Tensor:
-    """Hann-windowed real DFT as conv kernels ``[2N, 1, n_fft]``: real parts, then imaginary parts."""
-    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
-    n = torch.arange(n_fft, dtype=torch.float64)[None, :]
-    angle = 2 * math.pi * k * n / n_fft
-    window = _hann(n_fft)
-    kernels = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window], dim=0)
-    return kernels.unsqueeze(1).float()
-
-
-def synthesis_kernels(n_fft: int, hop: int) -> Tensor:
-    """Inverse real DFT times a Hann window, as ``conv_transpose1d`` weights ``[2N, 1, n_fft]``.
-
-    Input channels are real parts then imaginary parts of ``N`` bins; the
-    window is divided by its overlap-add sum at ``hop`` (constant for Hann
-    when ``n_fft`` is a multiple of ``hop``), so in steady state a constant
-    spectrum gives unit-gain frames.
-    """
-    bins = n_fft // 2 + 1
-    k = torch.arange(bins, dtype=torch.float64)[:, None]
-    n = torch.arange(n_fft, dtype=torch.float64)[None, :]
-    angle = 2 * math.pi * k * n / n_fft
-    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
-    weight[0] = 1.0
-    weight[-1] = 1.0  # n_fft is even: the Nyquist bin appears once
-    window = _hann(n_fft)
-    window = window / (window.sum() / hop)
-    real = weight * torch.cos(angle) / n_fft * window
-    imag = -weight * torch.sin(angle) / n_fft * window
-    return torch.cat([real, imag], dim=0).unsqueeze(1).float()
-
-
-class CausalSpectrum(nn.Module):
-    """``wav [B, 1, T] -> scaled log power [B, S, N]``, ``S = T // hop``.
-
-    Sub-frame ``s`` is the Hann-windowed DFT of samples
-    ``[s hop - (n_fft - hop), (s + 1) hop)`` (zeros before the start).
-    State: the last ``n_fft - hop`` samples ``[B, 1, n_fft - hop]``.
-    """
-
-    def __init__(self, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.hop = hop
-        self.history = n_fft - hop
-        self.register_buffer("kernels", analysis_kernels(n_fft), persistent=False)
-
-    def init_state(self, batch_size: int) -> Tensor:
-        return self.kernels.new_zeros(batch_size, 1, self.history)
-
-    def _features(self, padded: Tensor) -> Tensor:
-        spectrum = F.conv1d(padded, self.kernels, stride=self.hop)  # [B, 2N, S]
-        real, imag = spectrum.chunk(2, dim=1)
-        power = real * real + imag * imag
-        return (INPUT_SCALE * torch.log(power + LOG_POWER_FLOOR)).transpose(1, 2)
-
-    def forward(self, wav: Tensor) -> Tensor:
-        return self._features(F.pad(wav, (self.history, 0)))
-
-    def step(self, wav: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        full, state = _with_history(wav, state)
-        return self._features(full), state
-
-
-class IstftHead(nn.Module):
-    """``h [B, S, C] -> wav [B, 1, S * hop]`` via log-magnitude + phase and overlap-add.
-
-    The inverse DFT, synthesis window and overlap-add are one
-    ``conv_transpose1d`` with fixed kernels (exports to ONNX ``ConvTranspose``).
-    A window of sub-frame ``s`` covers output samples ``[s hop, s hop + n_fft)``;
-    a step emits the first ``S * hop`` samples and keeps the
-    ``n_fft - hop`` tail in its state ``[B, 1, n_fft - hop]``.
-    """
-
-    def __init__(self, dim: int, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.hop = hop
-        self.tail = n_fft - hop
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.proj = nn.Linear(dim, 2 * (n_fft // 2 + 1))
-        self.register_buffer("kernels", synthesis_kernels(n_fft, hop), persistent=False)
-
-    def init_state(self, batch_size: int) -> Tensor:
-        return self.kernels.new_zeros(batch_size, 1, self.tail)
-
-    def spectrum(self, h: Tensor) -> Tensor:
-        """``h [B, S, C] -> [B, 2N, S]`` real parts then imaginary parts of each sub-frame."""
-        log_magnitude, phase = self.proj(self.norm(h)).chunk(2, dim=-1)
-        magnitude = torch.exp(torch.clamp(log_magnitude, max=LOG_MAGNITUDE_MAX))
-        return torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1).transpose(1, 2)
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.step(h, self.init_state(h.shape[0]))[0]
-
-    def step(self, h: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        signal = F.conv_transpose1d(self.spectrum(h), self.kernels, stride=self.hop)  # [B, 1, S hop + tail]
-        head = signal[..., :self.tail] + state
-        signal = torch.cat([head, signal[..., self.tail:]], dim=-1)
-        return signal[..., :-self.tail], signal[..., -self.tail:]
-
-
 def _stack_subframes(x: Tensor, subframes: int) -> Tensor:
     """``[B, S, C] -> [B, S / subframes, subframes * C]`` (a view; S must be a multiple)."""
     return x.reshape(x.shape[0], -1, subframes * x.shape[2])
@@ -484,177 +287,6 @@ class CodecDecoder(nn.Module):
         wav, overlap = self.head.step(x, state.overlap)
         return wav, DecoderState(coarse, fine, overlap)
 
-
-# ----------------------------------------------------------------------------- quantizer
-
-
-@dataclass
-class QuantizerOutput:
-    """Result of a training/analysis pass of :class:`ResidualVectorQuantizer`."""
-
-    quantized: Tensor  # [B, F, D] straight-through sum of each item's active codebooks
-    codes: Tensor  # [B, K, F] int64, all K stages (inactive ones included)
-    commitment: Tensor  # scalar: mean squared distance of residuals to their codewords (active stages)
-    perplexity: Tensor  # [K] exp(entropy) of each stage's code histogram in this batch
-    replaced: int  # dead codes replaced in this pass
-
-
-def kmeans(vectors: Tensor, clusters: int, iterations: int) -> Tensor:
-    """Lloyd's k-means ``[N, D] -> centroids [clusters, D]``; seeds are random samples (plus jitter).
-
-    Fewer vectors than clusters is allowed: seeds are then drawn with
-    replacement and jittered, and clusters left empty keep their seed.
-    """
-    count = vectors.shape[0]
-    picks = torch.randperm(count)[:clusters] if count >= clusters else torch.randint(count, (clusters,))
-    centroids = vectors[picks].clone()
-    jitter = 1e-3 * vectors.std().clamp_min(1e-8)
-    centroids += jitter * torch.randn_like(centroids)
-    for _ in range(iterations):
-        assign = _nearest(vectors, centroids)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, vectors)
-        sizes = torch.bincount(assign, minlength=clusters).to(vectors.dtype)
-        filled = sizes > 0
-        centroids[filled] = sums[filled] / sizes[filled, None]
-    return centroids
-
-
-def _nearest(vectors: Tensor, codebook: Tensor) -> Tensor:
-    """Index of the nearest codeword: ``vectors [..., D]``, ``codebook [V, D] -> [...]`` int64."""
-    distance = (codebook * codebook).sum(-1) - 2 * torch.matmul(vectors, codebook.t())
-    return distance.argmin(dim=-1)
-
-
-class ResidualVectorQuantizer(nn.Module):
-    """Residual VQ with ``K`` EMA codebooks of ``V`` codewords of dim ``D``.
-
-    Training (``forward`` in train mode): codebooks are initialised by k-means
-    on the first batch's latents (stage by stage, on the residuals), then
-    follow exponential moving averages of their assigned vectors. A codeword
-    not chosen while its codebook quantised ``dead_code_patience * V``
-    vectors (a uniformly used one would have been chosen that many times) is
-    replaced by a random residual from the current batch. Each batch item uses
-    its own number of codebooks (quantizer dropout); EMA statistics only count
-    the stages an item uses.
-    """
-
-    def __init__(self, num_codebooks: int, codebook_size: int, dim: int, decay: float = 0.99,
-                 dead_code_patience: float = 8.0, kmeans_iterations: int = 10) -> None:
-        super().__init__()
-        self.num_codebooks = num_codebooks
-        self.codebook_size = codebook_size
-        self.dim = dim
-        self.decay = decay
-        self.dead_code_patience = dead_code_patience
-        self.kmeans_iterations = kmeans_iterations
-        self.register_buffer("codebooks", torch.zeros(num_codebooks, codebook_size, dim))
-        self.register_buffer("cluster_size", torch.zeros(num_codebooks, codebook_size))
-        self.register_buffer("embed_sum", torch.zeros(num_codebooks, codebook_size, dim))
-        # Vectors this codebook quantised since each codeword was last chosen.
-        self.register_buffer("idle", torch.zeros(num_codebooks, codebook_size))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
-
-    def encode(self, latent: Tensor, num_codebooks: int | None = None) -> Tensor:
-        """``latent [B, F, D] -> codes [B, n, F]`` int64, greedy residual search over the first ``n``."""
-        n = self.num_codebooks if num_codebooks is None else num_codebooks
-        if not 1 <= n <= self.num_codebooks:
-            raise ValueError(f"num_codebooks must be in 1..{self.num_codebooks}, got {n}")
-        residual = latent
-        codes = []
-        for k in range(n):
-            index = _nearest(residual, self.codebooks[k])  # [B, F]
-            residual = residual - F.embedding(index, self.codebooks[k])
-            codes.append(index)
-        return torch.stack(codes, dim=1)
-
-    def decode(self, codes: Tensor) -> Tensor:
-        """``codes [B, k, F]`` (any ``k <= K``) ``-> latent [B, F, D]``: sum of the codewords.
-
-        One gather from the flattened ``[K V, D]`` table, so ``k`` stays a
-        dynamic axis in an ONNX export.
-        """
-        offsets = torch.arange(codes.shape[1], device=codes.device) * self.codebook_size
-        table = self.codebooks.reshape(-1, self.dim)
-        return F.embedding(codes + offsets[None, :, None], table).sum(dim=1)
-
-    def forward(self, latent: Tensor, active: Tensor) -> QuantizerOutput:
-        """``latent [B, F, D]``, ``active [B]`` codebooks per item (1..K) -> :class:`QuantizerOutput`."""
-        if self.training and not bool(self.initialized):
-            self._initialise(latent.detach())
-        _, frames, dim = latent.shape
-        use = (torch.arange(self.num_codebooks, device=latent.device)[None, :] < active[:, None]).to(latent.dtype)
-        residual = latent.detach()
-        total = torch.zeros_like(residual)
-        commitment = latent.new_zeros(())
-        codes, perplexity, replaced = [], [], 0
-        for k in range(self.num_codebooks):
-            index = _nearest(residual, self.codebooks[k])  # [B, F]
-            chosen = F.embedding(index, self.codebooks[k])
-            weight = use[:, k, None, None]  # [B, 1, 1]
-            live = latent - total  # grad flows to the encoder; earlier codewords are constants
-            commitment = commitment + ((live - chosen).pow(2) * weight).sum() / (use.sum() * frames * dim)
-            if self.training:
-                replaced += self._update(k, residual, index, weight)
-            perplexity.append(_perplexity(index, weight, self.codebook_size))
-            total = total + chosen * weight
-            residual = residual - chosen
-            codes.append(index)
-        quantized = latent + (total - latent).detach()
-        return QuantizerOutput(quantized, torch.stack(codes, dim=1), commitment, torch.stack(perplexity), replaced)
-
-    @torch.no_grad()
-    def _initialise(self, latent: Tensor) -> None:
-        vectors = latent.reshape(-1, self.dim)
-        share = vectors.shape[0] / self.codebook_size
-        for k in range(self.num_codebooks):
-            centroids = kmeans(vectors, self.codebook_size, self.kmeans_iterations)
-            self.codebooks[k] = centroids
-            self.cluster_size[k] = share
-            self.embed_sum[k] = centroids * share
-            vectors = vectors - centroids[_nearest(vectors, centroids)]
-        self.initialized.fill_(True)
-
-    @torch.no_grad()
-    def _update(self, k: int, residual: Tensor, index: Tensor, weight: Tensor) -> int:
-        """EMA step of codebook ``k`` on the items that use it; returns the dead codes replaced."""
-        mask = weight.expand(-1, residual.shape[1], 1).reshape(-1) > 0  # [B F]
-        vectors = residual.reshape(-1, self.dim)[mask]
-        if vectors.shape[0] == 0:
-            return 0
-        assigned = index.reshape(-1)[mask]
-        counts = torch.bincount(assigned, minlength=self.codebook_size).to(vectors.dtype)
-        sums = torch.zeros_like(self.embed_sum[k]).index_add_(0, assigned, vectors)
-        self.cluster_size[k].mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.embed_sum[k].mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        size = self.cluster_size[k]
-        total = size.sum()
-        smoothed = (size + 1e-5) / (total + self.codebook_size * 1e-5) * total
-        self.codebooks[k] = self.embed_sum[k] / smoothed[:, None]
-        self.idle[k] = torch.where(counts > 0, 0.0, self.idle[k] + vectors.shape[0])
-        return self._replace_dead(k, vectors)
-
-    def _replace_dead(self, k: int, vectors: Tensor) -> int:
-        dead = self.idle[k] >= self.dead_code_patience * self.codebook_size
-        count = int(dead.sum())
-        if count:
-            share = vectors.shape[0] / self.codebook_size
-            samples = vectors[torch.randint(vectors.shape[0], (count,), device=vectors.device)]
-            self.codebooks[k][dead] = samples
-            self.cluster_size[k][dead] = share
-            self.embed_sum[k][dead] = samples * share
-            self.idle[k][dead] = 0.0
-        return count
-
-    def usage(self, within: float = 4.0) -> Tensor:
-        """``[K]`` fraction of codewords chosen within the last ``within * V`` vectors (uniform use: 98 %)."""
-        return (self.idle < within * self.codebook_size).float().mean(dim=1)
-
-
-def _perplexity(index: Tensor, weight: Tensor, size: int) -> Tensor:
-    counts = torch.zeros(size, dtype=weight.dtype, device=index.device)
-    counts.index_add_(0, index.reshape(-1), weight.expand_as(index[..., None]).reshape(-1))
-    probs = counts / counts.sum().clamp_min(1e-8)
-    return torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
 
 
 # ----------------------------------------------------------------------------- the codec

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tokenspeech.artifacts import artifact_paths
 from tokenspeech.errors import ModelLoadError
 from tokenspeech.export.manifest import MANIFEST_FILE
 
@@ -25,8 +26,7 @@ def _card_path(path: Path) -> Path:
     """The card beside ``x.safetensors``, ``x.json`` or ``x``; in a folder, ``tts.json`` or ``asr.json``."""
     if path.is_dir():
         return next((path / f"{k}.json" for k in SERVABLE if (path / f"{k}.json").is_file()), path / "tts.json")
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    return stem.with_name(stem.name + ".json")
+    return artifact_paths(path)[1]
 
 
 def card_kind(path: Path) -> str:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tokenspeech.training.flags import Flag, add_flags, given_options
+
 # CLI flag -> CodecTrainOptions field, for the optional numeric/boolean flags.
-_CODEC_FLAGS: tuple[tuple[str, type, str], ...] = (
+_CODEC_FLAGS: tuple[Flag, ...] = (
     ("--steps", int, "total optimiser steps (a resumed run stops at the same total)"),
     ("--batch-size", int, "crops per step"),
     ("--crop-seconds", float, "length of each crop, rounded down to whole 40 ms frames"),
@@ -45,8 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     codec.add_argument("--corpus", type=Path, required=True,
                        help="corpus folder (train.jsonl, else done.jsonl) or a JSONL listing")
     codec.add_argument("--out", type=Path, required=True, help="run folder")
-    for flag, kind, text in _CODEC_FLAGS:
-        codec.add_argument(flag, type=kind, default=None, help=text)
+    add_flags(codec, _CODEC_FLAGS)
     codec.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     codec.add_argument("--adversarial", action="store_true", default=None,
                        help="add MS-STFT discriminator losses (slow on CPU: ~10x per step)")
@@ -67,11 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run_codec(args: argparse.Namespace) -> int:
     from tokenspeech.training.codec import CodecTrainOptions, train_codec
 
-    given = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
-             for flag, _, _ in _CODEC_FLAGS}
-    given.update(adversarial=args.adversarial, init_from=args.init_from, freeze_tokenizer=args.freeze_tokenizer)
-    options = CodecTrainOptions(corpus=args.corpus, out=args.out, resume=args.resume,
-                                **{k: v for k, v in given.items() if v is not None})
+    given = given_options(args, _CODEC_FLAGS, adversarial=args.adversarial, init_from=args.init_from,
+                          freeze_tokenizer=args.freeze_tokenizer)
+    options = CodecTrainOptions(corpus=args.corpus, out=args.out, resume=args.resume, **given)
     result = train_codec(options)
     print(f"trained {result.steps} steps; codec written to {result.weights} and {result.card}")
     return 0

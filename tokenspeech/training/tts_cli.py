@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tokenspeech.training.flags import Flag, add_flags, given_options
+
 # CLI flag -> TtsTrainOptions field, for the optional numeric flags.
-_FLAGS: tuple[tuple[str, type, str], ...] = (
+_FLAGS: tuple[Flag, ...] = (
     ("--steps", int, "TTS optimiser steps (a resumed run stops at the same total)"),
     ("--stop-at", int, "stop (checkpointed) at this step this time; --resume continues to --steps"),
     ("--time-limit-minutes", float, "stop the TTS phase after this wall time (checkpointed; --resume continues)"),
@@ -38,10 +40,6 @@ _FIELDS = {"--log-interval": "log_every", "--checkpoint-interval": "checkpoint_e
            "--export-interval": "export_every"}
 
 
-def _field(flag: str) -> str:
-    return _FIELDS.get(flag, flag.lstrip("-").replace("-", "_"))
-
-
 def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``tts`` recipe to ``tokenspeech train``'s subparsers; returns its parser."""
     parser = subparsers.add_parser("tts", help="train the TTS model (aligner, durations, AR/NAR/semi-AR)",
@@ -51,8 +49,7 @@ def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec weights (default: the shipped codec)")
     parser.add_argument("--voices", default=None, help="comma-separated voices (default: joe,espeak-us,espeak-gb-f)")
-    for flag, kind, text in _FLAGS:
-        parser.add_argument(flag, type=kind, default=None, help=text)
+    add_flags(parser, _FLAGS)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     parser.set_defaults(run=run_tts)
     return parser
@@ -61,11 +58,9 @@ def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 def run_tts(args: argparse.Namespace) -> int:
     from tokenspeech.training.tts import TtsTrainOptions, train_tts
 
-    given = {_field(flag): getattr(args, flag.lstrip("-").replace("-", "_")) for flag, _, _ in _FLAGS}
-    if args.voices:
-        given["voices"] = tuple(v.strip() for v in args.voices.split(",") if v.strip())
-    options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume,
-                              **{k: v for k, v in given.items() if v is not None})
+    voices = tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None
+    given = given_options(args, _FLAGS, _FIELDS, voices=voices)
+    options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume, **given)
     result = train_tts(options)
     print(f"trained {result.steps} steps; model written to {result.weights} and {result.card}")
     return 0

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+from tokenspeech import artifacts
+from tokenspeech.artifacts import read_card, read_weights, write_artifact
 from tokenspeech.codecs.base import CodecInfo
-from tokenspeech.artifacts import read_card, write_artifact
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.models.tts import TtsConfig, TtsModel, count_parameters
 from tokenspeech.text.vocab import Vocabulary
@@ -53,11 +53,7 @@ def default_path() -> Path:
 
 def artifact_paths(path: str | Path | None) -> tuple[Path, Path]:
     """``(weights, card)`` for ``x.safetensors``, ``x.json``, the stem ``x`` or a folder holding ``tts.*``."""
-    base = Path(path) if path is not None else default_path()
-    if base.is_dir():
-        base = base / DEFAULT_NAME
-    stem = base.with_suffix("") if base.suffix in (".safetensors", ".json") else base
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    return artifacts.artifact_paths(path if path is not None else default_path(), DEFAULT_NAME)
 
 
 def save_tts_model(model: TtsModel, path: str | Path, phonemes: Vocabulary, voices: tuple[str, ...],
@@ -92,7 +88,6 @@ def load_tts_model(path: str | Path | None = None) -> TtsBundle:
     Raises :class:`ModelLoadError` when a file is missing or they do not match.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     weights, card_path = artifact_paths(path)
     missing = [str(p) for p in (weights, card_path) if not p.is_file()]
@@ -103,8 +98,7 @@ def load_tts_model(path: str | Path | None = None) -> TtsBundle:
         config = TtsConfig.from_json(card["config"])
         codec = CodecInfo.from_json(card["codec"])
         model = TtsModel(config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(read_weights(weights), strict=True)
         bundle = TtsBundle(model.eval(), Vocabulary.from_json(card["phoneme_vocabulary"]), tuple(card["voices"]),
                            codec, card.get("g2p", {}).get("language", G2P_LANGUAGE), card)
     except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, OSError) as error:
