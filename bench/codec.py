@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 pairs = [(c.text, h) for c, h in zip(clips, hyps) if c.set == s]
                 result.wer[s] = 100 * error_rates([p[0] for p in pairs], [p[1] for p in pairs]).wer
 
+    write_report(args.out / "results.json", clips, sets, args.seed, codec, results, None)  # kept if speed fails
     speech = np.concatenate([c.wav for c in clips])
     speech = np.tile(speech, int(np.ceil(args.speed_seconds * RATE / speech.size)))[: int(args.speed_seconds * RATE)]
     ours = ours_speed(codec, ladder, speech, args.repeats)
@@ -367,14 +368,18 @@ def main(argv: list[str] | None = None) -> int:
             result.speed = peer_speed(system, speech, args.repeats)
 
     print_table(results, sets, ours["parity_max_abs_diff"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"clips": {s: sum(c.set == s for c in clips) for s in sets}, "seed": args.seed,
-              "codec_card": codec.card if hasattr(codec, "card") else None,
-              "onnx_vs_torch_decode_max_abs_diff": ours["parity_max_abs_diff"],
-              "systems": [vars(r) for r in results]}
-    (args.out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+    write_report(args.out / "results.json", clips, sets, args.seed, codec, results, ours["parity_max_abs_diff"])
     print(f"\nwrote {args.out / 'results.json'} and decoded audio under {args.out / 'decoded'}")
     return 0
+
+
+def write_report(path: Path, clips: list[Clip], sets: list[str], seed: int, codec, results: list[SystemResult],
+                 parity: float | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"clips": {s: sum(c.set == s for c in clips) for s in sets}, "seed": seed,
+              "codec_card": getattr(codec, "card", None), "onnx_vs_torch_decode_max_abs_diff": parity,
+              "systems": [vars(r) for r in results]}
+    path.write_text(json.dumps(report, indent=1, default=str))
 
 
 def print_table(results: list[SystemResult], sets: list[str], parity: float) -> None:

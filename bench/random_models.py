@@ -1,6 +1,6 @@
 """Random TTS and ASR models of the default (or a tiny) size, saved as artifacts: for benches without trained models.
 
-Used by ``bench/onnx.py`` and ``bench/grpc_load.py``. The TTS speaks over the
+Used by ``bench/onnx_speed.py`` and ``bench/grpc_load.py``. The TTS speaks over the
 given tscodec (default: shipped) at ~2.5 frames (100 ms) per phoneme, the
 ASR's CIF fires tokens; their speed is meaningful, their output is not.
 """

@@ -20,11 +20,11 @@ and, unless ``--no-int8``, with int8 MatMul/Gemm weights:
   with ``--judge`` also the TTS WER change by the Whisper judge.
 
 Usage:
-  .venv/bin/python bench/onnx.py                               # shipped tokenspeech/assets/tts.*, asr.*
-  .venv/bin/python bench/onnx.py --tts runs/tts/tts.safetensors --asr runs/asr/asr.safetensors \\
+  .venv/bin/python bench/onnx_speed.py                               # shipped tokenspeech/assets/tts.*, asr.*
+  .venv/bin/python bench/onnx_speed.py --tts runs/tts/tts.safetensors --asr runs/asr/asr.safetensors \\
       --manifest /work/corpus/test.jsonl --per-set 20 --judge
-  .venv/bin/python bench/onnx.py --random default --sentences 2 --utterances 2   # random weights, default size
-  .venv/bin/python bench/onnx.py --random tiny --sentences 1 --utterances 1 --repeats 1   # smoke run
+  .venv/bin/python bench/onnx_speed.py --random default --sentences 2 --utterances 2   # random weights, default size
+  .venv/bin/python bench/onnx_speed.py --random tiny --sentences 1 --utterances 1 --repeats 1   # smoke run
 
 Random models (``--random``) are built from the default configs (``TtsConfig``
 and ``AsrModelConfig`` defaults) or tiny ones, with the shipped codec; their
@@ -37,10 +37,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This script is called onnx.py, and Python puts its folder first on the path: move it last so that
-# `import onnx` (inside the exporter) finds the onnx package, not this file, and random_models still imports.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.append(sys.path.pop(0))
 
 import argparse
 import json
