@@ -294,6 +294,27 @@ def test_training_smoke_loss_decreases_and_resume_is_exact(tmp_path: Path) -> No
     assert durations["durations"].sum() == codes["codes"].shape[1] and durations["mel_durations"].min() >= 1
 
 
+def test_training_continues_from_exported_weights(tmp_path: Path) -> None:
+    """--init-from: a new run starts from an export's weights and step (no last.pt needed)."""
+    from dataclasses import replace as with_changes
+
+    from tokenspeech.training.tts import train_tts
+
+    codec = tiny_codec()
+    first = train_tts(_train_options(tmp_path / "first", stop_at=6), codec)
+    second = tmp_path / "second"
+    shutil.copytree(tmp_path / "first" / "cache", second / "cache")
+    shutil.copy(tmp_path / "first" / "aligner.pt", second / "aligner.pt")
+    options = with_changes(_train_options(second), init_from=first.weights, steps=8)
+    result = train_tts(options, codec)
+    log = [json.loads(line) for line in (second / "train_log.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in log if row.get("phase") == "tts" and "total" in row]
+    assert steps[0] > 6 and result.steps == 8  # continued at step 6, not from 0
+    other = with_changes(options, out=tmp_path / "third", codebooks=2)
+    with pytest.raises(ConfigError, match="configuration"):
+        train_tts(other, codec)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -117,6 +117,7 @@ class TtsTrainOptions:
     aligner_max_seconds: float = 10.0
     aligner_lr: float = 1e-3
     steps: int = 8000
+    init_from: Path | None = None  # new run: start from these exported weights (tts.safetensors) at their step
     stop_at: int = 0  # > 0: stop (checkpointed) at this step although the schedule runs to `steps`; resume later
     time_limit_minutes: float | None = None  # stop the TTS phase (checkpointed, exported) after this wall time
     max_batch_frames: int = 2000  # padded 25 Hz frames per batch (2000 = 80 s of audio; ~3 CPU-s per step)
@@ -437,6 +438,28 @@ class _TtsRun:
             self.step = checkpoint["step"]
             self.dev = checkpoint.get("dev", {})
             logger.info("resumed the TTS model at step %d", self.step)
+        elif options.init_from is not None:
+            self.step = self._load_exported(options.init_from, config)
+
+    def _load_exported(self, path: Path, config: TtsConfig) -> int:
+        """Weights of an exported model (fp16) as the start of this run; returns the step it was exported at.
+
+        The optimiser starts afresh (an export holds no optimiser state) but the
+        schedule and the batch order continue from that step. This is how a run
+        continues on a machine that has the shipped weights but not ``last.pt``.
+        """
+        from tokenspeech.tts.model_io import load_tts_model
+
+        bundle = load_tts_model(path)
+        if bundle.model.config != config:
+            raise ConfigError(f"{path} has a different model configuration than this run ({bundle.model.config}); "
+                              "train with the same options and corpus")
+        if list(bundle.voices) != list(self.data.voices) or bundle.phonemes.to_json() != self.data.vocabulary.to_json():
+            raise ConfigError(f"{path} was trained with other voices or phoneme symbols than this corpus gives")
+        self.model.load_state_dict({k: v.float() for k, v in bundle.model.state_dict().items()})
+        step = int(bundle.card.get("training", {}).get("steps", 0))
+        logger.info("initialised the TTS model from %s (exported at step %d)", path, step)
+        return step
 
     def checkpoint(self) -> None:
         _atomic_torch_save({"version": CHECKPOINT_VERSION, "config": self.model.config.to_json(), "step": self.step,

@@ -51,6 +51,9 @@ def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--voices", default=None, help="comma-separated voices (default: joe,espeak-us,espeak-gb-f)")
     add_flags(parser, _FLAGS)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="new run starting from exported weights (e.g. tokenspeech/assets/tts.safetensors) at "
+                             "the step they were exported at; the optimiser starts afresh")
     parser.set_defaults(run=run_tts)
     return parser
 
@@ -60,7 +63,8 @@ def run_tts(args: argparse.Namespace) -> int:
 
     voices = tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None
     given = given_options(args, _FLAGS, _FIELDS, voices=voices)
-    options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume, **given)
+    options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume,
+                              init_from=args.init_from, **given)
     result = train_tts(options)
     print(f"trained {result.steps} steps; model written to {result.weights} and {result.card}")
     return 0
