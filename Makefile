@@ -47,6 +47,9 @@ demo: install
 	  $(TS) codec decode $(DEMO)/speech-$$kbps.tok -o $(DEMO)/speech-$$kbps.wav && \
 	  $(TS) eval codec $$wav $(DEMO)/speech-$$kbps.wav || exit 1; \
 	done
+	$(TS) synthesize "The quick brown fox jumps over the lazy dog. Speech from tokens, made on a CPU." \
+	  -o $(DEMO)/hello.wav --decoder nar --seed 1
+	$(TS) synthesize "Streaming speech arrives block by block." -o $(DEMO)/stream.wav --decoder semiar --stream --seed 1
 
 clean-venv:
 	rm -rf $(VENV)
