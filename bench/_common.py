@@ -41,6 +41,21 @@ class Row:
     duration: float
 
 
+@dataclass(frozen=True)
+class Clip:
+    """One loaded test clip of a benchmark set."""
+
+    id: str
+    set: str
+    voice: str
+    text: str
+    wav: np.ndarray  # [T] float32, 16 kHz
+
+    @property
+    def seconds(self) -> float:
+        return self.wav.size / RATE
+
+
 def read_split(corpus: Path, split: str) -> list[Row]:
     """The rows of ``CORPUS/<split>.jsonl`` (lines with an ``error`` field are skipped)."""
     listing = corpus / f"{split}.jsonl"

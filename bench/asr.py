@@ -47,7 +47,7 @@ from typing import Protocol
 
 import numpy as np
 
-from _common import (RATE, Row, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
+from _common import (RATE, Clip, Row, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
                      split_list, threads, timed, warn_if_busy, write_json)
 
 OURS = ("ctc", "paraformer", "ar", "semiar-stream")
@@ -61,19 +61,6 @@ logger = logging.getLogger("bench.asr")
 
 
 # ----------------------------------------------------------------------------- test sets
-
-
-@dataclass(frozen=True)
-class Clip:
-    id: str
-    set: str
-    voice: str
-    text: str
-    wav: np.ndarray  # [T] float32, 16 kHz
-
-    @property
-    def seconds(self) -> float:
-        return self.wav.size / RATE
 
 
 def telephone(wav: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from _common import Clip
 from tokenspeech.audio import load_audio, resample
 from tokenspeech.eval.codec_metrics import align_delay, log_mel_distance, pesq_nb, pesq_wb, stoi
 
@@ -53,15 +54,6 @@ logger = logging.getLogger("bench.codec")
 
 
 # ----------------------------------------------------------------------------- test sets
-
-
-@dataclass(frozen=True)
-class Clip:
-    id: str
-    set: str
-    voice: str
-    text: str
-    wav: np.ndarray
 
 
 def _rows(listing: Path) -> list[dict]:
