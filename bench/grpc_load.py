@@ -173,6 +173,22 @@ def recognition(stub: pb_grpc.SpeechStub, audio: bytes) -> Outcome:
     return Outcome("recognition", wall, wall, len(audio) / 2 / RATE)
 
 
+def streaming_recognition(stub: pb_grpc.SpeechStub, audio: bytes) -> Outcome:
+    """StreamingRecognize with interim results, the audio sent in 100 ms pieces as fast as the server takes it."""
+    config = pb.RecognitionConfig(interim_results=True,
+                                  audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=RATE))
+    piece = RATE // 10 * 2
+    requests = [pb.StreamingRecognizeRequest(config=config)] + [
+        pb.StreamingRecognizeRequest(audio=audio[start:start + piece]) for start in range(0, len(audio), piece)]
+    started, first = time.perf_counter(), None
+    try:
+        for _ in stub.StreamingRecognize(iter(requests), timeout=CALL_TIMEOUT):
+            first = first if first is not None else time.perf_counter() - started
+    except grpc.RpcError as error:
+        return Outcome("streaming recognition", first, time.perf_counter() - started, 0.0, error.code().name)
+    return Outcome("streaming recognition", first, time.perf_counter() - started, len(audio) / 2 / RATE)
+
+
 def concurrently(jobs: list[Callable[[], Outcome]]) -> tuple[list[Outcome], float]:
     """Run every job at once (one thread each); their outcomes and the wall seconds of the whole batch."""
     started = time.perf_counter()
@@ -195,7 +211,7 @@ def summarise(outcomes: list[Outcome], wall: float | None = None) -> dict[str, A
         "calls": len(outcomes), "errors": dict(Counter(o.error for o in outcomes if o.error)),
         "first_p50": _percentile(firsts, 50), "first_p95": _percentile(firsts, 95),
         "faster_than_real_time": sum(o.faster_than_real_time for o in outcomes),
-        "audio_seconds": sum(o.audio_seconds for o in ok)}
+        "audio_seconds": sum(o.audio_seconds for o in ok), "first_seconds": sorted(firsts)}
     if wall is not None:
         summary["wall"] = wall
         summary["audio_per_wall_second"] = summary["audio_seconds"] / wall if wall > 0 else None
@@ -235,7 +251,8 @@ def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes)
 
 def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes,
          deadline: Deadline) -> dict[str, Any]:
-    """Clients alternating synthesis and recognition for ``--soak-minutes`` (within the deadline); RSS samples."""
+    """Clients rotating streaming synthesis, unary recognition and streaming recognition for ``--soak-minutes``
+    (within the deadline); RSS samples."""
     stop_at = time.monotonic() + min(args.soak_minutes * 60, max(0.0, deadline.left()))
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -243,8 +260,9 @@ def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespa
     def client(index: int) -> None:
         turn = 0
         while time.monotonic() < stop_at:
-            outcome = (stream_synthesis(stub, TEXTS[turn % len(TEXTS)], args.decoder, turn) if turn % 2 == 0
-                       else recognition(stub, audio))
+            calls = (lambda: stream_synthesis(stub, TEXTS[turn % len(TEXTS)], args.decoder, turn),
+                     lambda: recognition(stub, audio), lambda: streaming_recognition(stub, audio))
+            outcome = calls[(turn + index) % len(calls)]()
             with lock:
                 outcomes.append(outcome)
             turn += 1
@@ -263,6 +281,7 @@ def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespa
     return {"minutes": (time.monotonic() - started) / 60, "clients": args.soak_clients,
             "synthesis": summarise([o for o in outcomes if o.kind == "synthesis"]),
             "recognition": summarise([o for o in outcomes if o.kind == "recognition"]),
+            "streaming_recognition": summarise([o for o in outcomes if o.kind == "streaming recognition"]),
             "rss_mb": {"start": rss[0], "end": rss[-1], "max": max(rss), "growth": rss[-1] - rss[0],
                        "samples": samples}}
 
@@ -292,12 +311,47 @@ def markdown(results: dict[str, Any]) -> str:
     if "soak" in results:
         soak_row = results["soak"]
         rss = soak_row["rss_mb"]
+        kinds = ("synthesis", "recognition", "streaming_recognition")
+        errors = {kind: soak_row[kind]["errors"] for kind in kinds if soak_row.get(kind, {}).get("errors")}
         lines += ["", f"Soak: {soak_row['minutes']:.1f} min, {soak_row['clients']} clients, "
-                  f"{soak_row['synthesis']['calls']} syntheses + {soak_row['recognition']['calls']} recognitions, "
-                  f"errors {soak_row['synthesis']['errors'] or soak_row['recognition']['errors'] or 'none'}; "
+                  f"{soak_row['synthesis']['calls']} streaming syntheses + {soak_row['recognition']['calls']} "
+                  f"recognitions + {soak_row.get('streaming_recognition', {}).get('calls', 0)} streaming "
+                  f"recognitions, errors {errors or 'none'}; "
                   f"server RSS {rss['start']:.0f} -> {rss['end']:.0f} MiB (max {rss['max']:.0f}, "
-                  f"growth {rss['growth']:+.1f} MiB)."]
+                  f"growth {rss['growth']:+.1f} MiB, {100 * rss['growth'] / rss['start']:+.1f} %)."]
     return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """First-chunk latency distributions (one stream; concurrent streams per max batch) and the soak's RSS."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if "soak" in results else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.6), squeeze=False)
+    latency = axes[0][0]
+    series = [("1 stream", results["single"]["first_seconds"])] + [
+        (f"{results['streams']} streams, max batch {batch}", row["synthesis"]["first_seconds"])
+        for batch, row in results["rounds"].items()]
+    for label, values in series:
+        if values:
+            values = np.sort(np.asarray(values)) * 1000
+            latency.step(values, np.arange(1, len(values) + 1) / len(values), where="post", label=label)
+    latency.set_xlabel("time to first audio chunk (ms)")
+    latency.set_ylabel("fraction of streams")
+    latency.grid(alpha=0.3)
+    latency.legend(fontsize=8)
+    if "soak" in results:
+        memory = axes[0][1]
+        seconds, mb = np.array(results["soak"]["rss_mb"]["samples"]).T
+        memory.plot(seconds / 60, mb)
+        memory.set_xlabel("soak minutes")
+        memory.set_ylabel("server resident memory (MiB)")
+        memory.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
 
 
 # ----------------------------------------------------------------------------- main
@@ -364,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, Path(scratch))
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(markdown(results))
+    print(f"latency plot: {plot(results, args.out / 'latency.png')}")
     return 0
 
 

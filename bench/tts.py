@@ -10,6 +10,9 @@ Systems (all on the same --threads, default 1; one sentence at a time):
                      our tokenspeech.text wrapper only phonemises, it cannot make audio)
   teacher-joe        the corpus' own recordings of the same sentences (no speed):
                      the WER floor the judge gives perfect joe speech
+  teacher-joe-tscodec
+                     those recordings encoded and decoded by the synthesiser's codec
+                     at the model's codebook count: the best any token model can do
 
 Sentences: --sentences N from the corpus test split (never trained on), drawn
 with --seed among those recorded by joe, so the teacher baseline exists.
@@ -53,7 +56,7 @@ from _common import (RATE, TEACHER_VOICE, Row, fail, load_or_fail, markdown_tabl
                      sample, split_list, threads, timed, warn_if_busy, write_json)
 
 DECODERS = ("nar", "semiar", "ar")
-SKIPPABLE = ("piper", "espeak", "teacher", "judge", "first-audio")
+SKIPPABLE = ("piper", "espeak", "teacher", "codec-ceiling", "judge", "first-audio")
 FIRST_AUDIO_MS = 100.0
 NAR_OVER_AR = 7.0
 
@@ -74,12 +77,16 @@ class Voice(Protocol):
 class Ours:
     """Our synthesiser with one decoder and voice (one seed for every sentence)."""
 
-    def __init__(self, synth, decoder: str, voice: str, seed: int) -> None:
+    def __init__(self, synth, decoder: str, voice: str, seed: int, steps: int | None = None,
+                 fine_passes: int = 1, guidance: float = 0.0, temperature: float | None = None) -> None:
         from tokenspeech.tts import SynthesisOptions
 
         self.name, self.decoder, self.voice = f"{decoder}-{voice}", decoder, voice
         self.synth = synth
-        self.options = SynthesisOptions(voice=voice, decoder=decoder, seed=seed)
+        self.options = SynthesisOptions(voice=voice, decoder=decoder, seed=seed,
+                                        steps=None if decoder == "ar" else steps, fine_passes=fine_passes,
+                                        guidance=guidance,
+                                        **({} if temperature is None else {"temperature": temperature}))
 
     def speak(self, text: str) -> tuple[np.ndarray, int]:
         result = self.synth.synthesize(text, self.options)
@@ -169,6 +176,18 @@ def teacher_run(sentences: list[Row]) -> Run:
 
     run = Run("teacher-joe", "teacher", "", TEACHER_VOICE)
     run.audio = [load_audio(s.path, RATE)[0] for s in sentences]
+    return run
+
+
+def codec_ceiling_run(synth, teacher: Run) -> Run:
+    """The teacher's recordings through the synthesiser's codec, at the codebooks the TTS model generates."""
+    codebooks = synth.bundle.codebooks
+    run = Run(f"{teacher.name}-tscodec", "teacher", "", TEACHER_VOICE)
+    run.audio = []
+    for audio in teacher.audio:
+        codes = synth.codec.encode(np.asarray(audio, dtype=np.float32)[None, None], codebooks)  # [1, 1, T] in
+        run.audio.append(np.asarray(synth.codec.decode(codes), dtype=np.float32).reshape(-1)[: len(audio)])
+    run.rate = teacher.rate
     return run
 
 
@@ -301,6 +320,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
     parser.add_argument("--first-audio-threads", type=int, default=2,
                         help="threads for the semiar time-to-first-audio pass (default 2, as issue 5 states it)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="first-codebook passes of nar and semiar (per block) (default: each decoder's default)")
+    parser.add_argument("--fine-passes", type=int, default=1,
+                        help="passes for codebooks 2..K (default 1: all at once; K-1: one codebook per pass)")
+    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance of nar/semiar (0 = off)")
+    parser.add_argument("--temperature", type=float, default=None, help="first-codebook sampling temperature "
+                        "(default: the synthesiser's)")
     parser.add_argument("--skip", default="", help=f"comma list of parts to leave out: {', '.join(SKIPPABLE)}")
     parser.add_argument("--save-wavs", type=Path, default=None, metavar="DIR",
                         help="also write every system's audio to DIR/<system>/<id>.wav (e.g. for samples/)")
@@ -345,10 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         voices = split_list(args.voices, synth.voices, "--voices") if args.voices else list(synth.voices)
         logger.info("%d sentences, decoders %s, voices %s, %d thread(s)", len(sentences), ",".join(decoders),
                     ",".join(voices), args.threads)
-        runs = [synthesize_all(Ours(synth, d, v, args.seed), "ours", sentences) for d in decoders for v in voices]
+        runs = [synthesize_all(Ours(synth, d, v, args.seed, args.steps, args.fine_passes, args.guidance,
+                                           args.temperature), "ours", sentences) for d in decoders for v in voices]
         runs += [synthesize_all(peer(p, args.threads), "peer", sentences) for p in ("piper", "espeak") if p not in skip]
         if "teacher" not in skip:
             runs.append(teacher_run(sentences))
+            if "codec-ceiling" not in skip:
+                runs.append(codec_ceiling_run(synth, runs[-1]))
         if "semiar" in decoders and "first-audio" not in skip:
             semiar = next(r for r in runs if r.decoder == "semiar" and r.voice in (TEACHER_VOICE, voices[0]))
             semiar.first_audio_ms = first_audio(synth, sentences, semiar.voice, args.seed, args.first_audio_threads)
@@ -363,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         "model_card_metrics": synth.bundle.card.get("metrics") if hasattr(synth.bundle, "card") else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads,
         "first_audio_threads": args.first_audio_threads, "seed": args.seed,
+        "steps": args.steps, "fine_passes": args.fine_passes, "guidance": args.guidance,
+        "temperature": args.temperature,
         "sentences": [{"id": s.id, "text": s.text} for s in sentences],
         "systems": [r.summary() for r in runs], "checks": verdicts,
     }

@@ -237,7 +237,7 @@ def _options(out: Path, steps: int, **overrides) -> AsrTrainOptions:
     model = replace(TINY, phoneme_vocab_size=0)
     return AsrTrainOptions(corpus=FIXTURE, out=out, steps=steps, max_batch_seconds=24.0, max_utterance_seconds=12.0,
                            threads=1, model=model, lr=3e-3, warmup=3, log_every=1, checkpoint_every=3,
-                           export_every=1000, eval_utterances=2, **overrides)
+                           export_every=1000, eval_utterances=2, **{"ctc_warmup_steps": 0, **overrides})
 
 
 def _log_rows(out: Path) -> list[dict]:
@@ -255,6 +255,25 @@ def test_training_smoke_loss_decreases_and_exports(tmp_path: Path) -> None:
     card = json.loads((tmp_path / "asr.json").read_text())
     assert card["training"]["steps"] == 30 and "dev_wer_ctc_greedy" in card["metrics"]
     assert card["phoneme_vocabulary"]  # the fixture has phonemes: the head is trained
+
+
+def test_ctc_warmup_trains_only_the_encoder_and_ctc_heads_then_everything(tmp_path: Path) -> None:
+    from tokenspeech.training.asr import _setup
+
+    options = _options(tmp_path, 3, ctc_warmup_steps=3)
+    initial = {k: v.clone() for k, v in _setup(options).model.state_dict().items()}
+    train_asr(options)
+    warm = torch.load(tmp_path / "last.pt", weights_only=False)["model"]
+    rows = [r for r in _log_rows(tmp_path) if "ctc" in r]
+    assert [r["chunk"] for r in rows] == [0, 0, 0] and not any("paraformer" in r or "ar" in r for r in rows)
+    heads = [k for k in initial if k.startswith(("attention_decoder.", "parallel_decoder.", "predictor."))]
+    assert heads and all(torch.equal(initial[k], warm[k]) for k in heads)
+    assert any(not torch.equal(initial[k], warm[k]) for k in initial if k.startswith("encoder.blocks."))
+    train_asr(_options(tmp_path, 5, ctc_warmup_steps=3, resume=True))
+    rows = [r for r in _log_rows(tmp_path) if "ctc" in r]
+    assert all("paraformer" in r and "ar" in r for r in rows[3:])
+    done = torch.load(tmp_path / "last.pt", weights_only=False)["model"]
+    assert any(not torch.equal(warm[k], done[k]) for k in heads)
 
 
 @pytest.mark.slow

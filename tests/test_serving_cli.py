@@ -108,3 +108,31 @@ def test_serve_command_runs_until_sigterm(saved_models: Path) -> None:
             process.kill()
         _, stderr = process.communicate(timeout=10)
     assert "serving on 127.0.0.1" in stderr and "server stopped" in stderr
+
+
+def test_demo_round_trip_script_speaks_transcribes_and_stops_the_server(saved_models: Path, tmp_path: Path) -> None:
+    """`make demo`'s client: a real server process, streaming synthesis, then streaming recognition of it."""
+    output = tmp_path / "roundtrip.wav"
+    serve = ["--codec", str(saved_models / "codec.safetensors"), "--models",
+             f"voice={saved_models / 'tts.safetensors'}", str(saved_models / "asr.safetensors")]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "clients" / "demo_roundtrip.py"), "Hello there.", "-o", str(output),
+         "--timeout", "60", *[f"--serve-arg={arg}" for arg in serve]],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240,
+        check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "text sent:        Hello there." in result.stdout and "text recognized:" in result.stdout
+    assert "server stopped" in result.stdout and "server stopped" in result.stderr  # ours, then the server's log
+    import soundfile
+
+    audio, rate = soundfile.read(output)
+    assert rate == 16000 and len(audio) > 0
+
+
+def test_demo_round_trip_script_reports_a_server_that_cannot_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "clients" / "demo_roundtrip.py"), "Hello.",
+         "--serve-arg=--models", f"--serve-arg={tmp_path / 'missing.safetensors'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "the server exited with status" in result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import wave
+from collections.abc import Iterator
 
 import grpc
 
@@ -27,14 +28,20 @@ def list_models(stub: pb_grpc.SpeechStub, metadata: list[tuple[str, str]], args:
               f"decoders {list(model.decoders)}, streaming {list(model.streaming_decoders)}")
 
 
+def synthesis_chunks(stub: pb_grpc.SpeechStub, text: str, config: pb.SynthesisConfig,
+                     metadata: list[tuple[str, str]], timeout: float) -> Iterator[pb.SynthesizeChunk]:
+    """StreamingSynthesize: the config first, then the text; audio chunks as the server makes them."""
+    requests = iter([pb.StreamingSynthesizeRequest(config=config), pb.StreamingSynthesizeRequest(text=text)])
+    yield from stub.StreamingSynthesize(requests, metadata=metadata, timeout=timeout)
+
+
 def say(stub: pb_grpc.SpeechStub, metadata: list[tuple[str, str]], args: argparse.Namespace) -> None:
     """Stream the audio into a WAV file chunk by chunk, printing when each chunk arrives."""
     config = pb.SynthesisConfig(voice=args.voice, decoder=args.decoder, seed=args.seed,
                                 audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=args.rate))
-    requests = iter([pb.StreamingSynthesizeRequest(config=config), pb.StreamingSynthesizeRequest(text=args.text)])
     out = None
     try:
-        for chunk in stub.StreamingSynthesize(requests, metadata=metadata, timeout=args.timeout):
+        for chunk in synthesis_chunks(stub, args.text, config, metadata, args.timeout):
             if out is None:
                 out = wave.open(args.output, "wb")
                 out.setnchannels(1)
@@ -49,23 +56,29 @@ def say(stub: pb_grpc.SpeechStub, metadata: list[tuple[str, str]], args: argpars
     print(f"wrote {args.output}")
 
 
+def recognition_results(stub: pb_grpc.SpeechStub, pcm16: bytes, rate: int, config: pb.RecognitionConfig,
+                        metadata: list[tuple[str, str]], timeout: float) -> Iterator[pb.RecognitionResult]:
+    """StreamingRecognize: the config, then 16-bit PCM in 100 ms pieces as a microphone would send it."""
+    piece = rate // 10 * 2
+
+    def requests() -> Iterator[pb.StreamingRecognizeRequest]:
+        yield pb.StreamingRecognizeRequest(config=config)
+        for start in range(0, len(pcm16), piece):
+            yield pb.StreamingRecognizeRequest(audio=pcm16[start:start + piece])
+
+    for response in stub.StreamingRecognize(requests(), metadata=metadata, timeout=timeout):
+        yield response.result
+
+
 def transcribe(stub: pb_grpc.SpeechStub, metadata: list[tuple[str, str]], args: argparse.Namespace) -> None:
-    """Send a 16-bit mono WAV file in 100 ms pieces, as a microphone would, and print the results."""
+    """Send a 16-bit mono WAV file in 100 ms pieces and print the results."""
     with wave.open(args.audio, "rb") as handle:
         if handle.getsampwidth() != 2 or handle.getnchannels() != 1:
             sys.exit("give a 16-bit mono WAV file")
         rate, frames = handle.getframerate(), handle.readframes(handle.getnframes())
     config = pb.RecognitionConfig(decoder=args.decoder, interim_results=args.interim,
                                   audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=rate))
-    piece = rate // 10 * 2
-
-    def requests():
-        yield pb.StreamingRecognizeRequest(config=config)
-        for start in range(0, len(frames), piece):
-            yield pb.StreamingRecognizeRequest(audio=frames[start:start + piece])
-
-    for response in stub.StreamingRecognize(requests(), metadata=metadata, timeout=args.timeout):
-        result = response.result
+    for result in recognition_results(stub, frames, rate, config, metadata, args.timeout):
         print(f"{'final' if result.is_final else 'interim'} @ {result.audio_seconds:.2f} s: {result.transcript}")
         if result.is_final:
             for word in result.words:

@@ -25,6 +25,9 @@ def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--stop-at-step", type=int, default=None, help="end this process early; --resume later")
     parser.add_argument("--time-limit-minutes", type=float, default=None, help="end after this wall time")
     parser.add_argument("--max-batch-seconds", type=float, default=120.0, help="padded audio per batch")
+    parser.add_argument("--max-utterance-seconds", type=float, default=20.0,
+                        help="leave longer training utterances out (a short first phase, then --resume with more, "
+                             "is a length curriculum)")
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
@@ -35,6 +38,9 @@ def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--decoder-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
     parser.add_argument("--ar-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
     parser.add_argument("--heads", type=int, default=None, help="model size (default: AsrModelConfig's)")
+    parser.add_argument("--ctc-warmup-steps", type=int, default=300,
+                        help="train the encoder with the CTC heads alone (full context) until this step; the "
+                             "decoder losses otherwise keep CTC on its blank plateau for over 1,000 steps")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--export-every", type=int, default=500)
     parser.add_argument("--eval-utterances", type=int, default=40)
@@ -56,10 +62,11 @@ def _options(args: argparse.Namespace):
     model = AsrModelConfig(decoders=decoders, **{k: v for k, v in sizes.items() if v is not None})
     return AsrTrainOptions(
         corpus=args.corpus, out=args.out, steps=args.steps, stop_at_step=args.stop_at_step,
-        time_limit_minutes=args.time_limit_minutes, max_batch_seconds=args.max_batch_seconds, lr=args.lr,
+        time_limit_minutes=args.time_limit_minutes, max_batch_seconds=args.max_batch_seconds,
+        max_utterance_seconds=args.max_utterance_seconds, lr=args.lr,
         warmup=args.warmup, threads=args.threads, resume=args.resume, model=model,
         augment=AugmentOptions.none() if args.no_augment else AugmentOptions(),
-        checkpoint_every=args.checkpoint_every, export_every=args.export_every,
+        ctc_warmup_steps=args.ctc_warmup_steps, checkpoint_every=args.checkpoint_every, export_every=args.export_every,
         eval_utterances=args.eval_utterances, seed=args.seed)
 
 

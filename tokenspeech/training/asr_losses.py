@@ -124,17 +124,20 @@ def _ar_loss(model: AsrModel, batch: AsrBatch, encoded: Tensor, lengths: Tensor,
 
 
 def asr_losses(model: AsrModel, batch: AsrBatch, chunk: int, left_chunks: int, w: LossWeights,
-               bos: int, eos: int) -> dict[str, Tensor]:
-    """Every enabled loss and their weighted ``total`` for one batch (encoder run once)."""
+               bos: int, eos: int, ctc_only: bool = False) -> dict[str, Tensor]:
+    """Every enabled loss and their weighted ``total`` for one batch (encoder run once).
+
+    ``ctc_only`` leaves the decoder heads out (encoder warm-up: see ``AsrTrainOptions.ctc_warmup_steps``).
+    """
     encoded, lengths = model.encode(batch.mel, batch.mel_lengths, chunk, left_chunks)
     lengths = lengths.clamp(min=1)
     losses = {"ctc": _ctc(model.ctc_log_probs(encoded), lengths, batch.chars, batch.char_lengths)}
     if model.phoneme_ctc is not None and batch.phonemes is not None:
         losses["phoneme_ctc"] = _ctc(model.phoneme_log_probs(encoded), lengths, batch.phonemes,
                                      batch.phoneme_lengths)
-    if model.parallel_decoder is not None:
+    if model.parallel_decoder is not None and not ctc_only:
         losses.update(_paraformer_losses(model, batch, encoded, lengths, chunk, w))
-    if model.attention_decoder is not None:
+    if model.attention_decoder is not None and not ctc_only:
         losses["ar"] = _ar_loss(model, batch, encoded, lengths, w.label_smoothing, bos, eos)
     total = sum(getattr(w, name) * value for name, value in losses.items())
     losses["total"] = total
