@@ -50,6 +50,8 @@ demo: install
 	$(TS) synthesize "The quick brown fox jumps over the lazy dog. Speech from tokens, made on a CPU." \
 	  -o $(DEMO)/hello.wav --decoder nar --seed 1
 	$(TS) synthesize "Streaming speech arrives block by block." -o $(DEMO)/stream.wav --decoder semiar --stream --seed 1
+	$(PY) samples/clients/demo_roundtrip.py "Speech from tokens, served over gRPC and heard again." \
+	  -o $(DEMO)/roundtrip.wav
 
 clean-venv:
 	rm -rf $(VENV)

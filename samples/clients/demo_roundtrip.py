@@ -70,7 +70,8 @@ def round_trip(stub: pb_grpc.SpeechStub, args: argparse.Namespace) -> None:
         out.setframerate(rate)
         out.writeframes(pcm)
     print(f"wrote {args.output}")
-    recognition = pb.RecognitionConfig(audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=rate))
+    recognition = pb.RecognitionConfig(decoder=args.asr_decoder,
+                                       audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=rate))
     final = None
     for result in recognition_results(stub, pcm, rate, recognition, [], args.timeout):
         final = result if result.is_final else final
@@ -86,6 +87,8 @@ def main() -> int:
     parser.add_argument("text", help="the sentence to speak and transcribe")
     parser.add_argument("-o", "--output", type=Path, default=Path("roundtrip.wav"), help="where the speech goes")
     parser.add_argument("--decoder", default="semiar", choices=("nar", "semiar", "ar"), help="TTS decoder")
+    parser.add_argument("--asr-decoder", default="ctc", choices=("ctc", "semiar"),
+                        help="streaming recognition decoder (ctc: the best trained head of the shipped model)")
     parser.add_argument("--voice", default="", help="TTS voice (default: the model's first)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each call, seconds")
