@@ -58,6 +58,7 @@ from tokenspeech.asr.engine import AsrRecognizer, RecognizerOptions
 from tokenspeech.asr.model_io import AsrBundle, load_asr_model
 from tokenspeech.asr.torch_backend import TorchAsrBackend
 from tokenspeech.codecs.native import NativeCodec, default_weights_path, load_native_codec
+from tokenspeech.decoding import calls
 from tokenspeech.export.directory import ExportOptions, export_directory
 from tokenspeech.export.graph import GraphSpec, PostProcess
 from tokenspeech.features import MelConfig
@@ -224,7 +225,7 @@ def tts_tokens(side: Side, text: str, decoder: str) -> list[np.ndarray]:
     for index, sentence in enumerate(synthesizer.sentences(text)):
         condition = synthesizer.backend.condition(sentence.ids, 0, options.rate)
         blocks = STRATEGIES[decoder].blocks(synthesizer.backend, condition, options, index)
-        tokens.append(np.concatenate(list(blocks), axis=1))
+        tokens.append(np.concatenate(list(calls.outputs(blocks)), axis=1))  # the program driven alone
     return tokens
 
 
