@@ -63,9 +63,8 @@ def plot(kind: str, log: Path, out: Path, window: int = 10) -> Path:
             dev_axis.plot(points[:, 0], values, marker="o", markersize=4, linestyle="--", label=label)
     if kind == "asr":
         dev_axis.set_ylabel("dev WER %")
-    handles = [h for a in {axis, dev_axis} for h in a.get_legend_handles_labels()[0]]
-    labels = [lab for a in {axis, dev_axis} for lab in a.get_legend_handles_labels()[1]]
-    axis.legend(handles, labels, fontsize=8, loc="upper right")
+    pairs = [pair for a in dict.fromkeys((axis, dev_axis)) for pair in zip(*a.get_legend_handles_labels())]
+    axis.legend(*zip(*pairs), fontsize=8, loc="upper right")
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)

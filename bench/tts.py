@@ -77,16 +77,13 @@ class Voice(Protocol):
 class Ours:
     """Our synthesiser with one decoder and voice (one seed for every sentence)."""
 
-    def __init__(self, synth, decoder: str, voice: str, seed: int, steps: int | None = None,
-                 fine_passes: int = 1, guidance: float = 0.0, temperature: float | None = None) -> None:
+    def __init__(self, synth, decoder: str, voice: str, seed: int, decoding: dict | None = None) -> None:
+        """``decoding``: further :class:`SynthesisOptions` fields (steps, fine_passes, ...) for every decoder."""
         from tokenspeech.tts import SynthesisOptions
 
         self.name, self.decoder, self.voice = f"{decoder}-{voice}", decoder, voice
         self.synth = synth
-        self.options = SynthesisOptions(voice=voice, decoder=decoder, seed=seed,
-                                        steps=None if decoder == "ar" else steps, fine_passes=fine_passes,
-                                        guidance=guidance,
-                                        **({} if temperature is None else {"temperature": temperature}))
+        self.options = SynthesisOptions(voice=voice, decoder=decoder, seed=seed, **(decoding or {}))
 
     def speak(self, text: str) -> tuple[np.ndarray, int]:
         result = self.synth.synthesize(text, self.options)
@@ -371,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         voices = split_list(args.voices, synth.voices, "--voices") if args.voices else list(synth.voices)
         logger.info("%d sentences, decoders %s, voices %s, %d thread(s)", len(sentences), ",".join(decoders),
                     ",".join(voices), args.threads)
-        runs = [synthesize_all(Ours(synth, d, v, args.seed, args.steps, args.fine_passes, args.guidance,
-                                           args.temperature), "ours", sentences) for d in decoders for v in voices]
+        decoding = {name: getattr(args, name) for name in ("steps", "fine_passes", "guidance", "temperature")
+                    if getattr(args, name) is not None}
+        runs = [synthesize_all(Ours(synth, d, v, args.seed, decoding), "ours", sentences)
+                for d in decoders for v in voices]
         runs += [synthesize_all(peer(p, args.threads), "peer", sentences) for p in ("piper", "espeak") if p not in skip]
         if "teacher" not in skip:
             runs.append(teacher_run(sentences))
