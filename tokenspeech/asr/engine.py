@@ -46,7 +46,7 @@ class RecognizerOptions:
 
     decoder: str = "ctc"
     beam_size: int = 1  # CTC prefix beam / AR beam; 1 = greedy
-    chunk: int = 8  # 320 ms blocks
+    chunk: int = 6  # 240 ms blocks: 285 ms algorithmic latency (target <= 320 ms)
     left_chunks: int = 0  # 0 = all left context
     max_seconds: float = 30.0
     max_tokens_per_second: float = 40.0  # AR length cap
@@ -255,7 +255,7 @@ class StreamingSession:
     The encoder runs chunk by chunk (``options.chunk`` frames of 40 ms) with
     its caches; ``semiar`` decodes each chunk's CIF block with the earlier
     labels as context, ``ctc`` decodes greedily. Interim transcripts only
-    grow. Algorithmic latency: one chunk (320 ms by default) plus 30 ms of
+    grow. Algorithmic latency: one chunk (240 ms by default) plus 30 ms of
     subsampling look-ahead and the 15 ms rest of the analysis window.
     """
 

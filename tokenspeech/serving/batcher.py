@@ -15,6 +15,13 @@ its own slice of the result. So concurrent sessions advance in lockstep
 through shared passes, sessions joining and leaving between turns, and a
 long request cannot starve short ones. ``max_batch = 1`` runs one task at a
 time: the unbatched baseline.
+
+A task may also yield a :class:`Pause`: it leaves the worker (keeping its
+place in no batch) until someone releases the pause, then rejoins at the
+next turn. A streaming session is one task for its whole life and pauses
+only when its consumer falls behind (:class:`tokenspeech.serving.sessions.SteppedStream`).
+:meth:`Batcher.cancel` stops a task at its next call boundary, closing its
+program on the worker thread.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import collections
 import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,11 +43,44 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
+class Pause:
+    """What a task's program yields to leave the worker until :meth:`release` is called (from any thread).
+
+    Releasing before the worker has parked the task is fine: it then
+    rejoins at once. The program's ``yield`` of the pause returns None.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = False
+        self._wake: Callable[[], None] | None = None
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
+
+    def _park(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` on release (now, if it already happened)."""
+        with self._lock:
+            if not self._released:
+                self._wake = wake
+                return
+        wake()
+
+
+@dataclass(eq=False)
 class _Task:
     future: Future
     program: Program[Any]
-    call: Call | None = None  # the call it waits for; None before it starts and once it ended
+    call: Call | None = None  # the call it waits for; None before it starts, while paused and once it ended
+    started: bool = False
+    stop: bool = False  # set by Batcher.cancel once started: close the program at the next resume
+    pause: Pause | None = None  # set while the task is parked
 
 
 class _Keyed:
@@ -80,6 +120,8 @@ class Batcher:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._tasks: dict[Future, _Task] = {}  # unsettled tasks, for cancel
+        self._parked: set[_Task] = set()  # paused tasks (only the worker thread adds and removes)
         self.steps_run = 0  # model calls run (a batched call counts once); for tests and logs
         self.largest_batch = 0  # most tasks in flight at once
         self.largest_call = 0  # most calls merged into one batched call
@@ -96,7 +138,7 @@ class Batcher:
             self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish what is queued or in flight, then end the thread."""
+        """Finish what is queued or in flight, then end the thread (paused tasks fail: nobody will resume them)."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -119,9 +161,29 @@ class Batcher:
         with self._wake:
             if self._stopping and self._thread is None:
                 raise RuntimeError(f"the {self.name} worker has stopped")
+            self._tasks[task.future] = task
             self._ready.append(task)
             self._wake.notify()
+        task.future.add_done_callback(self._forget)
         return task.future
+
+    def cancel(self, future: Future) -> None:
+        """Stop the task behind ``future``: dropped if it has not started, else its program is closed on the
+        worker at its next call boundary (a paused task is woken for that) and ``future`` gets CancelledError."""
+        if future.cancel():
+            return
+        with self._wake:
+            task = self._tasks.get(future)
+        if task is None:  # already settled
+            return
+        task.stop = True
+        pause = task.pause  # after writing ``stop``: see _resume
+        if pause is not None:
+            pause.release()
+
+    def _forget(self, future: Future) -> None:
+        with self._wake:
+            self._tasks.pop(future, None)
 
     async def run(self, work: Callable[[], T]) -> T:
         """Await one step (cancelling the await drops the step if it has not started)."""
@@ -142,11 +204,12 @@ class Batcher:
                 while not self._ready and not flight and not self._stopping:
                     self._wake.wait()
                 if not self._ready and not flight:
-                    return
+                    break
                 admitted = []
                 while self._ready and len(flight) + len(admitted) < self.max_batch:
                     task = self._ready.popleft()
-                    if task.future.set_running_or_notify_cancel():
+                    if task.started or task.future.set_running_or_notify_cancel():
+                        task.started = True
                         admitted.append(task)
             self.largest_batch = max(self.largest_batch, len(flight) + len(admitted))
             for task in admitted:
@@ -163,6 +226,8 @@ class Batcher:
                             task.program.close()
                             task.future.set_exception(error)
                 flight = [task for task in flight if task.call is not None]
+        for task in list(self._parked):  # stopping: nobody will release these any more
+            self._end(task, RuntimeError(f"the {self.name} worker stopped while the task was paused"))
 
     def _turn(self, flight: list[_Task]) -> None:
         """Run the pending call of every task in flight, batched, and resume each task with its outcome."""
@@ -175,7 +240,12 @@ class Batcher:
                 self._resume(flight[index], outcome)
 
     def _resume(self, task: _Task, outcome: calls.Outcome) -> None:
-        """Send ``outcome`` into the task; it stops at its next call, or ends and settles its future."""
+        """Send ``outcome`` into the task; it stops at its next call or pause, or ends and settles its future."""
+        self._parked.discard(task)
+        task.pause = None
+        if task.stop:
+            self._end(task, CancelledError())
+            return
         try:
             item = calls.advance(task.program, outcome)
         except StopIteration as stop:
@@ -188,7 +258,34 @@ class Batcher:
             return
         if isinstance(item, Call):
             task.call = item
+        elif isinstance(item, Pause):
+            task.call = None
+            task.pause = item  # before reading ``stop``: cancel writes ``stop`` before reading ``pause``
+            if task.stop:  # cancelled while it ran up to this pause
+                self._end(task, CancelledError())
+                return
+            self._parked.add(task)
+            item._park(lambda: self._requeue(task))
         else:
             task.call = None
             task.program.close()
             task.future.set_exception(TypeError(f"a task yielded {type(item).__name__}, not a Call"))
+
+    def _requeue(self, task: _Task) -> None:
+        """A paused task's pause was released: back in line for the next turn."""
+        if task.future.done():  # ended by a cancel that raced with the release
+            return
+        with self._wake:
+            self._ready.append(task)
+            self._wake.notify()
+
+    def _end(self, task: _Task, error: BaseException) -> None:
+        """Close a task's program (its ``finally`` blocks run here, on the worker) and fail its future."""
+        self._parked.discard(task)
+        task.call, task.pause = None, None
+        try:
+            task.program.close()
+        except Exception:  # noqa: BLE001 -- a program that fails to close must not take the worker down
+            logger.exception("closing a task's program failed")
+        if not task.future.done():
+            task.future.set_exception(error)

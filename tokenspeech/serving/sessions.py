@@ -4,21 +4,23 @@ A session is whatever state one request holds (decoder and codec state for
 synthesis, encoder caches and partial labels for recognition). It lives
 inside a streaming program (:mod:`tokenspeech.decoding.calls`; a plain
 generator of outputs is one too) that only the model's worker thread
-touches; the request's coroutine drives it one output at a time through
-:class:`SteppedStream`, each step a batcher task whose model calls are
-batched with other sessions', and closing the stream frees it.
+touches; the request's coroutine reads its outputs through
+:class:`SteppedStream`, the whole program one batcher task whose model calls
+are batched with other sessions', and closing the stream frees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from typing import Generic, TypeVar
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from tokenspeech.decoding import calls
-from tokenspeech.serving.batcher import Batcher
+from tokenspeech.serving.batcher import Batcher, Pause
 from tokenspeech.serving.status import CapacityError
 
 T = TypeVar("T")
@@ -49,20 +51,75 @@ class StreamGate:
             self._on_change(value)
 
 
-class SteppedStream(Generic[T]):
-    """An async iterator over the outputs of ``program``, each step (up to its next output) a task on ``batcher``.
+@dataclass(frozen=True)
+class _Ended:
+    error: BaseException | None
 
-    One step is kept in flight ahead of the consumer, so the model works on
-    the next block while the current one is sent. :meth:`close` drops a
-    step that has not started and closes the program on the worker thread
-    (between two of its calls), which frees the session's state.
+
+class SteppedStream(Generic[T]):
+    """An async iterator over the outputs of ``program``, which runs on ``batcher`` as one task for the whole stream.
+
+    The program runs up to ``ahead`` outputs ahead of the consumer, then
+    pauses (leaves the worker, :class:`Pause`) until the consumer takes one;
+    a consumer that keeps up never makes it pause. Keeping one task alive
+    between outputs is what keeps concurrent streams in step: when each
+    output was a new task, a stream rejoined the worker a turn or more after
+    the others and fell out of phase, so the semi-AR block passes of 16
+    streams held 4.3 sessions on average (6 with one task per stream, the
+    rest of the gap being streams of different lengths).
+
+    When more tasks wait than the batcher takes at once (``max_batch``), a
+    stream yields its place after each output and rejoins at the back of
+    the line, so streams beyond ``max_batch`` take turns instead of waiting
+    for whole streams to end.
+
+    :meth:`close` stops generation: the program is closed on the worker
+    thread at its next call boundary, which frees the session's state.
     """
 
-    def __init__(self, batcher: Batcher, program: calls.Program[None]) -> None:
-        self._batcher = batcher
-        self._outputs = calls.Outputs(program)
-        self._pending: Future | None = None
+    def __init__(self, batcher: Batcher, program: calls.Program[None], ahead: int = 2) -> None:
+        if ahead < 1:
+            raise ValueError("ahead must be at least 1")
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._ahead = ahead
+        self._lock = threading.Lock()  # _unread and _pause are shared with the worker thread
+        self._unread = 0
+        self._pause: Pause | None = None
         self._closed = False
+        self._batcher = batcher
+        self._future = batcher.submit_program(self._pump(program))
+        self._future.add_done_callback(self._ended)
+
+    def _pump(self, program: calls.Program[None]) -> calls.Program[None]:
+        """On the worker: the program's calls pass through; its outputs go to the queue."""
+        outputs = calls.Outputs(program)
+        try:
+            while True:
+                item = yield from outputs.next()
+                if item is calls.END:
+                    return
+                with self._lock:
+                    self._unread += 1
+                    pause = self._pause = Pause() if self._unread >= self._ahead else None
+                self._deliver(item)
+                if pause is None and self._batcher.queued:  # tasks wait for a place: give ours up for a turn
+                    pause = Pause()
+                    pause.release()
+                if pause is not None:
+                    yield pause
+        finally:
+            outputs.close()
+
+    def _ended(self, future: Future) -> None:
+        error = None if future.cancelled() else future.exception()
+        self._deliver(_Ended(None if isinstance(error, CancelledError) else error))
+
+    def _deliver(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop has closed: nobody is reading any more
+            pass
 
     def __aiter__(self) -> SteppedStream[T]:
         return self
@@ -70,27 +127,27 @@ class SteppedStream(Generic[T]):
     async def __anext__(self) -> T:
         if self._closed:
             raise StopAsyncIteration
-        future = self._pending or self._batcher.submit_program(self._outputs.next())
-        self._pending = None
-        item = await asyncio.wrap_future(future)
-        if item is calls.END:
+        item = await self._queue.get()
+        if isinstance(item, _Ended):
             self._closed = True
+            if item.error is not None:
+                raise item.error
             raise StopAsyncIteration
-        self._pending = self._batcher.submit_program(self._outputs.next())
-        return item  # type: ignore[return-value]
+        with self._lock:
+            self._unread -= 1
+            pause = None
+            if self._pause is not None and self._unread < self._ahead:
+                pause, self._pause = self._pause, None
+        if pause is not None:
+            pause.release()
+        return item  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stop generating; safe to call from a cancelled request (does not await)."""
-        if self._closed and self._pending is None:
+        if self._closed:
             return
         self._closed = True
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-        try:  # on the worker: it may be in the middle of a step of this program
-            self._batcher.submit(self._outputs.close)
-        except RuntimeError:  # the worker has stopped, so nothing else touches the program
-            self._outputs.close()
+        self._batcher.cancel(self._future)
 
     async def __aenter__(self) -> SteppedStream[T]:
         return self

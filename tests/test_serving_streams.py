@@ -1,0 +1,168 @@
+"""Streaming sessions on the batcher: lockstep batching, pausing behind a slow reader, turns, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import pytest
+
+from tokenspeech.decoding.calls import Call, Program
+from tokenspeech.serving.batcher import Batcher, Pause
+from tokenspeech.serving.sessions import SteppedStream
+
+
+class Doubler:
+    """A batchable fake model: ``double(x) = 2 x``; records the size of every batched pass."""
+
+    def __init__(self) -> None:
+        self.passes: list[int] = []
+
+    def double(self, x: int) -> int:
+        self.passes.append(1)
+        return 2 * x
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        return self
+
+    def run_batch(self, calls: Sequence[Call]) -> list[int]:
+        self.passes.append(len(calls))
+        return [2 * call.args[0] for call in calls]
+
+
+def session(model: Doubler, start: int, outputs: int, calls_per_output: int, made: list[int] | None = None,
+            closed: threading.Event | None = None) -> Program[None]:
+    """``outputs`` outputs, each after ``calls_per_output`` model passes."""
+    try:
+        value = start
+        for _ in range(outputs):
+            for _ in range(calls_per_output):
+                value = yield Call(model.double, (value,))
+            if made is not None:
+                made.append(value)
+            yield value
+    finally:
+        if closed is not None:
+            closed.set()
+
+
+@pytest.fixture
+def batcher() -> Any:
+    worker = Batcher("streams", max_batch=8)
+    worker.start()
+    yield worker
+    worker.stop(5)
+
+
+async def read_all(stream: SteppedStream, delay: float = 0.0) -> list[int]:
+    items = []
+    async for item in stream:
+        items.append(item)
+        await asyncio.sleep(delay)
+    return items
+
+
+def test_concurrent_streams_stay_in_step_through_every_pass(batcher: Batcher) -> None:
+    model = Doubler()
+
+    async def main() -> list[list[int]]:
+        streams = [SteppedStream(batcher, session(model, start, outputs=5, calls_per_output=3)) for start in (1, 2, 3)]
+        return await asyncio.gather(*(read_all(s) for s in streams))
+
+    results = asyncio.run(main())
+    assert results == [[start * 2 ** (3 * k) for k in range(1, 6)] for start in (1, 2, 3)]
+    assert model.passes == [3] * 15  # 5 outputs x 3 passes, every pass for all three sessions
+
+
+def test_a_stream_pauses_when_its_reader_falls_behind_and_resumes_when_it_reads(batcher: Batcher) -> None:
+    model, made = Doubler(), []
+
+    async def main() -> list[int]:
+        stream = SteppedStream(batcher, session(model, 1, outputs=10, calls_per_output=1, made=made), ahead=2)
+        first = await stream.__anext__()
+        await asyncio.sleep(0.3)  # the worker would finish all 10 outputs in far less
+        assert len(made) == 3  # the one read plus two ahead
+        return [first] + await read_all(stream)
+
+    assert asyncio.run(main()) == [2 ** k for k in range(1, 11)]
+    assert len(made) == 10
+
+
+def test_streams_beyond_max_batch_take_turns_instead_of_waiting_for_whole_streams() -> None:
+    worker = Batcher("one", max_batch=1)
+    worker.start()
+    model, order = Doubler(), []
+    try:
+        async def reader(stream: SteppedStream, name: str) -> None:
+            async for _ in stream:
+                order.append(name)
+
+        async def main() -> None:
+            streams = [SteppedStream(worker, session(model, 1, outputs=4, calls_per_output=2)) for _ in "ab"]
+            await asyncio.gather(reader(streams[0], "a"), reader(streams[1], "b"))
+
+        asyncio.run(main())
+    finally:
+        worker.stop(5)
+    assert sorted(order) == ["a"] * 4 + ["b"] * 4
+    assert order.index("b") < order.index("a") + 4, f"b waited for all of a: {order}"
+    assert set(model.passes) == {1}
+
+
+def test_closing_a_paused_stream_closes_its_program_on_the_worker(batcher: Batcher) -> None:
+    model, closed = Doubler(), threading.Event()
+
+    async def main() -> None:
+        stream = SteppedStream(batcher, session(model, 1, outputs=1000, calls_per_output=1, closed=closed))
+        await stream.__anext__()
+        await asyncio.sleep(0.1)  # now paused two outputs ahead
+        stream.close()
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+
+    asyncio.run(main())
+    assert closed.wait(2.0)
+    assert len(model.passes) < 10
+
+
+def test_a_failing_program_raises_in_the_reader_after_its_earlier_outputs(batcher: Batcher) -> None:
+    def failing() -> Program[None]:
+        yield 1
+        raise ValueError("boom")
+
+    async def main() -> list[int]:
+        got = []
+        with pytest.raises(ValueError, match="boom"):
+            async for item in SteppedStream(batcher, failing()):
+                got.append(item)
+        return got
+
+    assert asyncio.run(main()) == [1]
+
+
+def test_a_released_pause_resumes_the_task_and_cancel_wakes_a_paused_one(batcher: Batcher) -> None:
+    pause, closed = Pause(), threading.Event()
+
+    def waits() -> Program[str]:
+        try:
+            yield pause
+            return "resumed"
+        finally:
+            closed.set()
+
+    assert batcher.submit(lambda: "others still run").result(5) == "others still run"
+    resumed = batcher.submit_program(waits())
+    assert batcher.submit(lambda: "while it is paused").result(5) == "while it is paused"
+    pause.release()
+    assert resumed.result(5) == "resumed"
+
+    pause, closed = Pause(), threading.Event()
+    cancelled = batcher.submit_program(waits())
+    assert batcher.submit(lambda: None).result(5) is None  # it has reached the pause by now
+    batcher.cancel(cancelled)
+    assert closed.wait(2.0)
+    with pytest.raises(Exception) as raised:
+        cancelled.result(5)
+    assert type(raised.value).__name__ == "CancelledError"
