@@ -9,8 +9,8 @@ is ever contacted), then, with real gRPC clients in threads:
 2. **concurrent streams**: ``--streams`` streaming syntheses at once: first
    chunk p50/p95, whether each stream ran faster than real time (audio seconds
    over its wall seconds), errors by gRPC status;
-3. **batching**: the same concurrent syntheses plus as many concurrent unary
-   recognitions, against a server with ``--max-batch`` (default 16) and one
+3. **batching**: the same concurrent syntheses, then as many concurrent unary
+   recognitions and as many streaming recognitions, against a server with ``--max-batch`` (default 16) and one
    with batch size 1: audio seconds served per wall second;
 4. ``--soak-minutes M`` (optional): ``--soak-clients`` clients alternate
    synthesis and recognition for M minutes; the server's resident memory is
@@ -241,12 +241,16 @@ def single_stream(stub: pb_grpc.SpeechStub, args: argparse.Namespace, deadline: 
 
 
 def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes) -> dict[str, Any]:
-    """``--streams`` concurrent streaming syntheses, then as many concurrent unary recognitions."""
+    """``--streams`` concurrent streaming syntheses, then as many concurrent unary recognitions, then as many
+    concurrent streaming recognitions."""
     synth = [lambda i=i: stream_synthesis(stub, TEXTS[i % len(TEXTS)], args.decoder, i) for i in range(args.streams)]
     outcomes, wall = concurrently(synth)
     recognize = [lambda: recognition(stub, audio) for _ in range(args.streams)]
     recognized, recognition_wall = concurrently(recognize)
-    return {"synthesis": summarise(outcomes, wall), "recognition": summarise(recognized, recognition_wall)}
+    stream = [lambda: streaming_recognition(stub, audio) for _ in range(args.streams)]
+    streamed, streamed_wall = concurrently(stream)
+    return {"synthesis": summarise(outcomes, wall), "recognition": summarise(recognized, recognition_wall),
+            "streaming_recognition": summarise(streamed, streamed_wall)}
 
 
 def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes,
@@ -301,13 +305,15 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"One stream, {single['calls']} syntheses: first chunk p50 {_ms(single['first_p50'])}, "
               f"p95 {_ms(single['first_p95'])}; errors {single['errors'] or 'none'}.", ""]
     lines += ["| max batch | synthesis streams | first chunk p50 | p95 | faster than real time | errors | "
-              "synthesis audio s per s | recognition audio s per s |", "|---|---|---|---|---|---|---|---|"]
+              "synthesis audio s per s | recognition audio s per s | streaming recognition audio s per s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for batch, row in results["rounds"].items():
-        synth, recog = row["synthesis"], row["recognition"]
+        synth, recog, live = row["synthesis"], row["recognition"], row["streaming_recognition"]
         lines.append(f"| {batch} | {streams} | {_ms(synth['first_p50'])} | {_ms(synth['first_p95'])} | "
                      f"{synth['faster_than_real_time']}/{synth['calls']} | "
-                     f"{synth['errors'] or recog['errors'] or 'none'} | {synth['audio_per_wall_second']:.2f} | "
-                     f"{recog['audio_per_wall_second']:.2f} |")
+                     f"{synth['errors'] or recog['errors'] or live['errors'] or 'none'} | "
+                     f"{synth['audio_per_wall_second']:.2f} | {recog['audio_per_wall_second']:.2f} | "
+                     f"{live['audio_per_wall_second']:.2f} |")
     if "soak" in results:
         soak_row = results["soak"]
         rss = soak_row["rss_mb"]

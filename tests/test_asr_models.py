@@ -80,6 +80,34 @@ def test_streaming_encoder_equals_offline_with_chunk_mask(bundle: AsrBundle, chu
     torch.testing.assert_close(streamed, offline, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk,left", [(4, 0), (3, 2)])
+def test_streams_stepped_together_equal_each_stepped_alone(bundle: AsrBundle, chunk: int, left: int) -> None:
+    """Three streams at different positions (different histories and piece sizes), batched chunk by chunk."""
+    encoder = bundle.model.encoder
+    torch.manual_seed(0)
+    mels = [torch.randn(1, 80, n) for n in (157, 90, 131)]
+    alone = [encoder.init_state(1) for _ in mels]
+    together = [encoder.init_state(1) for _ in mels]
+    with torch.no_grad():
+        for index, size in enumerate((13, 29, 7)):  # stagger the histories first
+            _, alone[index] = encoder.step(mels[index][:, :, :size], alone[index], chunk, left)
+            _, together[index] = encoder.step(mels[index][:, :, :size], together[index], chunk, left)
+        starts = [13, 29, 7]
+        for final in (False, False, False, True):
+            pieces = [m[:, :, s:s + 40] if not final else m[:, :, s:] for m, s in zip(mels, starts)]
+            expected = []
+            for index, piece in enumerate(pieces):
+                out, alone[index] = encoder.step(piece, alone[index], chunk, left, final=final)
+                expected.append(out)
+            batched = encoder.step_streams(pieces, together, chunk, left, [final] * 3)
+            together = [state for _, state in batched]
+            for (out, state), reference, own in zip(batched, expected, alone):
+                assert out.shape == reference.shape and state.frames == own.frames
+                torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
+            starts = [s + 40 for s in starts]
+    assert [state.pending.shape[1] for state in together] == [0, 0, 0]
+
+
 def test_chunk_mask_hides_the_future(bundle: AsrBundle) -> None:
     encoder = bundle.model.encoder
     mel = torch.randn(1, 80, 7 + 4 * 15)  # 16 encoder frames, chunks of 4

@@ -336,6 +336,62 @@ def test_concurrent_synthesis_streams_share_batched_passes_and_each_gets_its_alo
         server.stop()
 
 
+@pytest.mark.parametrize("decoder", ["ctc", "semiar"])
+def test_concurrent_streaming_recognitions_share_batched_encoder_passes(decoder: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from tokenspeech.asr.torch_backend import TorchAsrBackend
+
+    passes: list[int] = []
+    run_batch = TorchAsrBackend.run_batch
+
+    def recording(self: TorchAsrBackend, calls: Any) -> Any:
+        passes.append(len(calls))
+        return run_batch(self, calls)
+
+    monkeypatch.setattr(TorchAsrBackend, "run_batch", recording)
+    server = ServerThread().start()
+    try:
+        entry = server.registry.asr[ASR_NAME]
+        batcher = entry.batcher
+        with torch.no_grad():  # the random model would say nothing: make CTC never pick blank
+            entry.engine.bundle.model.ctc.bias[0] = -1e4
+        stub = pb_grpc.SpeechStub(server.channel())
+        audios = [pcm16(speech_like(1.2 + 0.2 * i, seed=i)) for i in range(3)]
+        go = threading.Event()
+
+        def stream(index: int, wait: bool) -> str:
+            def requests() -> Iterator[pb.StreamingRecognizeRequest]:
+                yield pb.StreamingRecognizeRequest(config=pb.RecognitionConfig(audio_format=PCM16_16K,
+                                                                               decoder=decoder))
+                if wait:
+                    go.wait(30)
+                audio = audios[index]
+                for start in range(0, len(audio), 6400):  # 200 ms pieces, all sent at once
+                    yield pb.StreamingRecognizeRequest(audio=audio[start:start + 6400])
+
+            results = list(stub.StreamingRecognize(requests()))
+            assert results[-1].result.is_final
+            return results[-1].result.transcript
+
+        alone = [stream(i, wait=False) for i in range(3)]
+        assert passes == []  # one stream at a time: every encoder pass ran alone
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(stream, i, True) for i in range(3)]
+            time.sleep(0.5)  # the three sessions are open and wait to send audio
+            release = hold(batcher)
+            go.set()
+            assert wait_for(lambda: batcher.queued == 3, seconds=30)
+            release.set()
+            together = [f.result(timeout=60) for f in futures]
+        assert passes and max(passes) == 3
+        assert together == alone
+        assert decoder != "ctc" or all(alone)  # text that depends on every encoder frame
+    finally:
+        server.stop()
+
+
 def test_sample_clients_work_against_the_server(tmp_path: Path) -> None:
     server = ServerThread().start()
     try:

@@ -30,6 +30,7 @@ import numpy as np
 
 from tokenspeech.asr.base import DECODERS, FRAME_SECONDS, Transcript, WordTiming
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
+from tokenspeech.decoding.calls import Call, Program, run
 from tokenspeech.decoding.cif import cif_fire
 from tokenspeech.decoding.ctc import CtcBeamOptions, CtcPath, ctc_align, ctc_greedy, ctc_prefix_beam_search
 from tokenspeech.decoding.streaming_asr import AudioFramer, CtcStreamer, SemiARStreamer, StreamingHypothesis
@@ -277,13 +278,14 @@ class StreamingSession:
         else:
             self.streamer = CtcStreamer()
 
-    def _advance(self, samples: np.ndarray, final: bool) -> StreamingHypothesis:
+    def _advance(self, samples: np.ndarray, final: bool) -> Program[StreamingHypothesis]:
         recognizer = self.recognizer
         options, backend = recognizer.options, recognizer.backend
         ready = self.framer.push(samples)
         mel = backend.features(ready[None]) if ready.size else np.zeros((1, recognizer.mel.n_mels, 0), np.float32)
-        encoded, self.encoder_state = backend.encode_stream(mel, self.encoder_state, options.chunk,
-                                                            options.left_chunks, final)
+        # the encoder pass is a call, so a batching driver can run concurrent streams' chunks together
+        encoded, self.encoder_state = yield Call(backend.encode_stream, (mel, self.encoder_state, options.chunk,
+                                                                         options.left_chunks, final))
         if isinstance(self.streamer, CtcStreamer):
             hypothesis = self.streamer.push(encoded.ctc_log_probs[0])
             return self.streamer.hypothesis(final) if final else hypothesis
@@ -292,20 +294,28 @@ class StreamingSession:
 
     def accept_audio(self, samples: np.ndarray) -> Transcript:
         """Add 16 kHz float32 samples ``[S]``; returns the transcript so far (interim)."""
+        return run(self.accept_audio_program(samples))
+
+    def finish(self) -> Transcript:
+        """Flush the last partial chunk and return the final transcript."""
+        return run(self.finish_program())
+
+    def accept_audio_program(self, samples: np.ndarray) -> Program[Transcript]:
+        """:meth:`accept_audio` as a program (:mod:`tokenspeech.decoding.calls`) for a batching driver."""
         if self.finished:
             raise ConfigError("this streaming session is finished; start a new one")
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(samples)):
             raise AudioError("stream", "the audio contains NaN or infinite samples")
         self.samples += samples.size
-        return self._transcript(self._advance(samples, final=False))
+        return self._transcript((yield from self._advance(samples, final=False)))
 
-    def finish(self) -> Transcript:
-        """Flush the last partial chunk and return the final transcript."""
+    def finish_program(self) -> Program[Transcript]:
+        """:meth:`finish` as a program for a batching driver."""
         if self.finished:
             raise ConfigError("finish() was already called on this streaming session")
         self.finished = True
-        return self._transcript(self._advance(np.zeros(0, dtype=np.float32), final=True))
+        return self._transcript((yield from self._advance(np.zeros(0, dtype=np.float32), final=True)))
 
     def _transcript(self, hypothesis: StreamingHypothesis) -> Transcript:
         seconds = self.samples / self.recognizer.sample_rate

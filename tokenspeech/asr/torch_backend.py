@@ -13,6 +13,7 @@ Axes: B batch (or beams), S new tokens, T encoder frames, D dim, V vocab.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from tokenspeech.asr.engine import Encoded
+from tokenspeech.decoding.calls import Call
 from tokenspeech.features import MelConfig
 from tokenspeech.models.asr import AsrModel
 from tokenspeech.models.asr_encoder import EncoderState
@@ -74,6 +76,22 @@ class TorchAsrBackend:
                       final: bool) -> tuple[Encoded, EncoderState]:
         frames, state = self.model.encoder.step(_from(mel), state, chunk, left_chunks, final=final)
         return self._encoded(frames, torch.tensor([frames.shape[1]])), state
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """``encode_stream`` calls of concurrent streams with the same chunking run as one batched pass."""
+        if call.method != self.encode_stream:
+            return None
+        _, _, chunk, left_chunks, _ = call.args
+        return self.model, "encode_stream", chunk, left_chunks
+
+    @torch.inference_mode()
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[Encoded, EncoderState]]:
+        """Every stream's ``encode_stream``, chunks batched (:meth:`AsrEncoder.step_streams`)."""
+        _, _, chunk, left_chunks, _ = calls[0].args
+        stepped = self.model.encoder.step_streams([_from(call.args[0]) for call in calls],
+                                                  [call.args[1] for call in calls], chunk, left_chunks,
+                                                  [call.args[4] for call in calls])
+        return [(self._encoded(frames, torch.tensor([frames.shape[1]])), state) for frames, state in stepped]
 
 
 @dataclass

@@ -15,6 +15,7 @@ utterance, so streaming needs no look-ahead for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,13 @@ from tokenspeech.models.conformer import (
     subsampled_length,
     trim_cache,
 )
-from tokenspeech.models.transformer import LayerCache, TransformerConfig
+from tokenspeech.models.transformer import (
+    LayerCache,
+    TransformerConfig,
+    rotary_row_tables,
+    stack_caches,
+    unstack_cache,
+)
 
 
 @dataclass
@@ -89,12 +96,7 @@ class AsrEncoder(nn.Module):
         """
         if chunk < 1:
             raise ValueError("streaming needs chunk >= 1 encoder frames")
-        features = torch.cat([state.features, self.normalise(mel)], dim=2)
-        produced = subsampled_length(features.shape[2])
-        subsampled = self.subsampling(features)
-        pending = torch.cat([state.pending, subsampled], dim=1)
-        state = EncoderState(features[:, :, produced * SUBSAMPLING:], pending, state.caches,
-                             state.conv_caches, state.frames)
+        state = self._subsample(mel, state)
         outputs = []
         while state.pending.shape[1] >= chunk or (final and state.pending.shape[1] > 0):
             block_input, state.pending = state.pending[:, :chunk], state.pending[:, chunk:]
@@ -103,6 +105,74 @@ class AsrEncoder(nn.Module):
         if not outputs:
             return state.pending[:, :0], state
         return torch.cat(outputs, dim=1), state
+
+    def step_streams(self, mels: Sequence[Tensor], states: Sequence[EncoderState], chunk: int, left_chunks: int,
+                     finals: Sequence[bool]) -> list[tuple[Tensor, EncoderState]]:
+        """:meth:`step` for independent streams (batch 1 each) at their own positions, chunks batched.
+
+        The n-th chunks of every stream that has one run as one pass over
+        their caches padded to the longest (a key mask hides the padding,
+        per-row rotary positions), so each stream's frames equal :meth:`step`
+        on it alone to float rounding. Streams fed alike (the same piece
+        sizes) batch fully; a stream's flushed short last chunk runs with the
+        other chunks of its length.
+        """
+        if chunk < 1:
+            raise ValueError("streaming needs chunk >= 1 encoder frames")
+        if any(state.pending.shape[0] != 1 for state in states):
+            raise ValueError("step_streams takes streams of batch 1")
+        staged = [self._subsample(mel, state) for mel, state in zip(mels, states)]
+        outputs: list[list[Tensor]] = [[] for _ in staged]
+        while True:
+            lengths = {}
+            for index, (state, final) in enumerate(zip(staged, finals)):
+                waiting = state.pending.shape[1]
+                if waiting >= chunk or (final and waiting > 0):
+                    lengths.setdefault(min(waiting, chunk), []).append(index)
+            if not lengths:
+                break
+            for length, rows in lengths.items():
+                inputs = []
+                for index in rows:
+                    inputs.append(staged[index].pending[:, :length])
+                    staged[index].pending = staged[index].pending[:, length:]
+                ran = self._run_chunk_rows(torch.cat(inputs), [staged[i] for i in rows], chunk * left_chunks)
+                for index, (output, state) in zip(rows, ran):
+                    outputs[index].append(output)
+                    staged[index] = state
+        return [(torch.cat(out, dim=1) if out else state.pending[:, :0], state) for out, state in zip(outputs, staged)]
+
+    def _subsample(self, mel: Tensor, state: EncoderState) -> EncoderState:
+        """Add ``mel``'s subsampled frames to the pending ones; keep the features the subsampling still needs."""
+        features = torch.cat([state.features, self.normalise(mel)], dim=2)
+        produced = subsampled_length(features.shape[2])
+        pending = torch.cat([state.pending, self.subsampling(features)], dim=1)
+        return EncoderState(features[:, :, produced * SUBSAMPLING:], pending, state.caches, state.conv_caches,
+                            state.frames)
+
+    def _run_chunk_rows(self, x: Tensor, states: Sequence[EncoderState],
+                        keep: int) -> list[tuple[Tensor, EncoderState]]:
+        """One chunk ``x [B, c, D]`` of each of ``B`` streams (states of batch 1) after its own cached past."""
+        if len(states) == 1:
+            return [self._run_chunk(x, states[0], keep)]
+        caches, past = stack_caches([[trim_cache(cache, keep) for cache in state.caches] for state in states])
+        padded, length = caches[0].length, x.shape[1]
+        keys = torch.arange(padded + length, device=x.device)[None, :]
+        mask = ((keys < past[:, None]) | (keys >= padded))[:, None, None, :]  # [B, 1, 1, P + c]
+        rope = rotary_row_tables(length, self.config.dim // self.config.heads, past)
+        conv_caches = [torch.cat(layer) for layer in zip(*(state.conv_caches for state in states))]
+        new_caches, new_conv = [], []
+        for block, cache, conv_cache in zip(self.blocks, caches, conv_caches):
+            x, cache, conv_cache = block(x, mask, cache, conv_cache, rope)
+            new_caches.append(cache)
+            new_conv.append(conv_cache)
+        results = []
+        for row, state in enumerate(states):
+            rows = slice(row, row + 1)
+            own = unstack_cache(new_caches, rows, int(past[row]), length, padded)
+            results.append((x[rows], EncoderState(state.features, state.pending, own, [c[rows] for c in new_conv],
+                                                  state.frames + length)))
+        return results
 
     def _run_chunk(self, x: Tensor, state: EncoderState, keep: int) -> tuple[Tensor, EncoderState]:
         """Run the blocks on one chunk ``x [B, c, D]`` after the cached past."""

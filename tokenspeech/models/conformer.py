@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tokenspeech.models.transformer import LayerCache, SelfAttention, TransformerConfig
+from tokenspeech.models.transformer import LayerCache, Rope, SelfAttention, TransformerConfig
 
 SUBSAMPLING = 4  # feature frames per encoder frame
 SUBSAMPLING_CONTEXT = 7  # feature frames seen by one encoder frame (two 3-tap, stride-2 convs)
@@ -105,10 +105,14 @@ class ConformerBlock(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
 
     def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None = None,
-                conv_cache: Tensor | None = None) -> tuple[Tensor, LayerCache, Tensor]:
-        """``x [B, T, D]``; ``mask [B or 1, 1, T, P+T]`` -> output, attention cache, conv cache."""
+                conv_cache: Tensor | None = None, rope: Rope | None = None) -> tuple[Tensor, LayerCache, Tensor]:
+        """``x [B, T, D]``; ``mask [B or 1, 1, T, P+T]`` -> output, attention cache, conv cache.
+
+        ``rope``: rotary tables of the new positions when rows sit at different positions
+        (:func:`rotary_row_tables`); by default they follow the cache length.
+        """
         x = x + 0.5 * self.ff_in(x)
-        attended, new_cache = self.attention(self.attention_norm(x), mask, cache)
+        attended, new_cache = self.attention(self.attention_norm(x), mask, cache, rope)
         x = x + self.attention_drop(attended)
         convolved, new_conv_cache = self.conv(x, conv_cache)
         x = x + convolved

@@ -50,9 +50,32 @@ def synthesis_program(engine: TtsEngine, text: str, options: Any) -> Program[Non
 
 
 class RecognitionStream(Protocol):
+    """A streaming recognition session (``tokenspeech.asr.engine.StreamingSession`` is one).
+
+    A session may also offer ``accept_audio_program(samples)`` and
+    ``finish_program()``, the same as programs whose encoder passes the
+    batcher can share across streams (see :func:`accept_audio_program`).
+    """
+
     def accept_audio(self, samples: np.ndarray) -> Transcript: ...
 
     def finish(self) -> Transcript: ...
+
+
+def accept_audio_program(stream: RecognitionStream, samples: np.ndarray) -> Program[Transcript]:
+    """``stream.accept_audio(samples)`` as a program: batched with other streams' passes where the session allows."""
+    program = getattr(stream, "accept_audio_program", None)
+    if program is not None:
+        return (yield from program(samples))
+    return stream.accept_audio(samples)
+
+
+def finish_program(stream: RecognitionStream) -> Program[Transcript]:
+    """``stream.finish()`` as a program, like :func:`accept_audio_program`."""
+    program = getattr(stream, "finish_program", None)
+    if program is not None:
+        return (yield from program())
+    return stream.finish()
 
 
 class AsrEngine(Protocol):

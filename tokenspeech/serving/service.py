@@ -29,7 +29,13 @@ from tokenspeech.serving.audio_format import (
     decode_audio,
     is_wav,
 )
-from tokenspeech.serving.backends import AsrEngine, TtsEngine, synthesis_program
+from tokenspeech.serving.backends import (
+    AsrEngine,
+    TtsEngine,
+    accept_audio_program,
+    finish_program,
+    synthesis_program,
+)
 from tokenspeech.serving.metrics import Metrics
 from tokenspeech.serving.registry import Loaded, ModelRegistry
 from tokenspeech.serving.sessions import SteppedStream, StreamGate
@@ -264,15 +270,15 @@ class SpeechService:
                 if samples_seen / engine.sample_rate > MAX_STREAM_SECONDS:
                     raise AudioError("stream", f"the stream is longer than {MAX_STREAM_SECONDS:.0f} s; start a new "
                                      "stream for the rest")
-                transcript = await batcher.run(lambda s=samples: session.accept_audio(s))
+                transcript = await batcher.run_program(accept_audio_program(session, samples))
                 if request.interim and transcript.text != last_text:
                     last_text = transcript.text
                     yield RecognitionUpdate(transcript, False, samples_seen / engine.sample_rate)
             tail = reader.finish()
             if tail.size:
                 samples_seen += tail.size
-                await batcher.run(lambda: session.accept_audio(tail))
-            transcript = await batcher.run(session.finish)
+                await batcher.run_program(accept_audio_program(session, tail))
+            transcript = await batcher.run_program(finish_program(session))
             seconds = samples_seen / engine.sample_rate
             self.metrics.observe_rtf(method, time.perf_counter() - started, seconds)
             yield RecognitionUpdate(transcript, True, seconds)
