@@ -2,7 +2,9 @@
 """Our ASR decoders against Whisper base and PocketSphinx, side by side in one run (issue 4's measurement).
 
 Systems (all on the same --threads, default 1; one utterance at a time):
-  ctc            our model, CTC head, greedy (--beam > 1: prefix beam search)
+  ctc            our model, CTC head, prefix beam search (16) with the shipped
+                 character 6-gram LM (the default decoding; --lm none: greedy)
+  ctc-greedy     our model, CTC head, greedy, no LM
   paraformer     our model, CIF predictor + parallel decoder (one pass)
   ar             our model, attention decoder, token by token (--beam)
   semiar-stream  our model streaming: audio fed in chunk-sized pieces to a
@@ -51,7 +53,7 @@ import numpy as np
 from _common import (RATE, Clip, Row, cpu_seconds, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
                      split_list, threads, timed, warn_if_busy, write_json)
 
-OURS = ("ctc", "paraformer", "ar", "semiar-stream")
+OURS = ("ctc", "ctc-greedy", "paraformer", "ar", "semiar-stream")
 PEERS = ("whisper", "pocketsphinx")
 SETS = ("test", "heldout", "telephone")
 PHONE_RATE = 8000
@@ -109,11 +111,13 @@ class System(Protocol):
 class OursOffline:
     """One of our offline decoders over the loaded model (the whole clip at once)."""
 
-    def __init__(self, bundle, decoder: str, beam: int) -> None:
+    def __init__(self, bundle, name: str, beam: int | None, lm) -> None:
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 
-        self.name = decoder
-        self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder=decoder, beam_size=beam))
+        self.name = name
+        decoder = "ctc" if name == "ctc-greedy" else name
+        self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder=decoder, beam_size=beam),
+                                          lm if name == "ctc" else None)
         self.encoder_cpu = 0.0  # CPU seconds inside the shared encoder: the rest is this decoder's own cost
         backend = self.recognizer.backend  # one per recognizer, so the timing wraps this system alone
         encode = backend.encode
@@ -203,7 +207,7 @@ def build_system(name: str, args: argparse.Namespace, bundle) -> System:
     if name == "semiar-stream":
         return OursStreaming(bundle, args.chunk)
     if name in OURS:
-        return OursOffline(bundle, name, args.beam)
+        return OursOffline(bundle, name, args.beam, args.language_model)
     if name == "whisper":
         return Whisper(args.threads)
     return PocketSphinx()
@@ -348,7 +352,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(OURS + PEERS),
                         help=f"comma list of systems (default: all: {','.join(OURS + PEERS)})")
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
-    parser.add_argument("--beam", type=int, default=1, help="beam of our ctc and ar decoders (default 1 = greedy)")
+    parser.add_argument("--beam", type=int, default=None,
+                        help="beam of our ctc and ar decoders (default: ctc 16 with the LM, else 1 = greedy)")
+    parser.add_argument("--lm", default=None,
+                        help="character LM of the ctc system (default: shipped tokenspeech/assets/asr_lm.npz; "
+                             "'none': ctc is greedy too)")
     parser.add_argument("--chunk", type=int, default=None,
                         help="streaming chunk in 40 ms encoder frames (default: RecognizerOptions, 6 = 240 ms)")
     args = parser.parse_args(argv)
@@ -368,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
 
         args.chunk = args.chunk or RecognizerOptions().chunk
         bundle = load_or_fail(lambda: load_asr_model(args.model), "ASR model") if set(names) & set(OURS) else None
+        if bundle is not None:
+            from tokenspeech.asr.lm import load_lm
+
+            args.language_model = load_or_fail(lambda: load_lm(args.lm, bundle.vocabulary), "language model")
         foreign = warn_if_busy(args.threads)
         clips = pick_clips(args.corpus, sets, args.per_set, args.seed)
         logger.info("%d clips (%s), %.1f s of audio, %d thread(s)", len(clips), ", ".join(sets),
@@ -379,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
         "model_card_metrics": bundle.card.get("metrics") if bundle else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads, "seed": args.seed, "beam": args.beam,
+        "lm": str(args.lm or "(shipped)"),
         "chunk": args.chunk,
         "clips": [{"id": c.id, "set": c.set, "voice": c.voice, "text": c.text, "seconds": c.seconds} for c in clips],
         "systems": {name: vars(r) for name, r in results.items()}, "ratios": ratios,

@@ -333,10 +333,12 @@ def _clock(seconds: float) -> str:
 # --------------------------------------------------------------------------- model
 
 
-def make_recognizer(decoder: str, model_path: str | Path | None = None, threads: int = 0) -> Recognizer:
+def make_recognizer(decoder: str, model_path: str | Path | None = None, threads: int = 0,
+                    lm: str | Path | None = None, beam_size: int | None = None) -> Recognizer:
     """The shipped (or ``model_path``) ASR model with ``decoder``; ``threads`` > 0 sets torch's CPU threads.
 
-    Raises :class:`ModelLoadError` when the model code or weights are missing.
+    ``lm``: the character LM of CTC beam search (default: the shipped one; ``"none"``: greedy CTC).
+    Raises :class:`ModelLoadError` when the model code, weights or LM are missing.
     """
     if decoder not in DECODERS:
         raise ConfigError(f"unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
@@ -353,4 +355,8 @@ def make_recognizer(decoder: str, model_path: str | Path | None = None, threads:
         bundle = asr_models.load_asr_model(model_path)
     except OSError as error:
         raise ModelLoadError(f"cannot load the ASR model {model_path or '(shipped)'}: {error}") from error
-    return asr_models.TorchRecognizer(bundle, asr_models.RecognizerOptions(decoder=decoder))
+    from tokenspeech.asr.lm import load_lm
+
+    language_model = load_lm(lm, bundle.vocabulary) if decoder == "ctc" else None
+    return asr_models.TorchRecognizer(bundle, asr_models.RecognizerOptions(decoder=decoder, beam_size=beam_size),
+                                      language_model)

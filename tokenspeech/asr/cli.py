@@ -75,6 +75,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("jsonl", "txt", "srt", "vtt"), help="default: from OUT's suffix, else jsonl")
     parser.add_argument("--decoder", choices=DECODERS, default="ctc", help="decoding strategy (default: ctc)")
     parser.add_argument("--model", metavar="PATH", help="ASR weights (default: the shipped model)")
+    parser.add_argument("--lm", metavar="PATH", default=None,
+                        help="character LM fused into ctc beam search (default: the shipped 6-gram, "
+                             "tokenspeech/assets/asr_lm.npz; train one with `tokenspeech train lm`)")
+    parser.add_argument("--no-lm", action="store_true", help="decode ctc without a language model (greedy)")
+    parser.add_argument("--beam", type=int, default=None, metavar="N",
+                        help="beam size of ctc and ar (default: ctc 16 with the LM, else 1 = greedy)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="most files per batch (default: 16)")
     parser.add_argument("--batch-seconds", type=float, default=240.0, metavar="S",
                         help="most audio seconds per batch (default: 240)")
@@ -93,16 +99,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``tokenspeech transcribe``: returns the exit status from the table above."""
     from tokenspeech.asr import batch, inputs, output
+    from tokenspeech.errors import ConfigError
 
     options = batch.BatchOptions(batch_size=args.batch_size, batch_seconds=args.batch_seconds, workers=args.workers,
                                  max_file_seconds=args.max_duration, progress=not args.no_progress)
     options.validate()
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError("--beam must be at least 1")
     fmt = output.resolve_format(args.format, args.output)
     audio_inputs = inputs.expand_inputs(args.inputs)
     sink = output.open_sink(args.output, fmt, audio_inputs,
                             output.OutputOptions(args.resume, args.overwrite, args.retry_failed))
     try:
-        recognizer = batch.make_recognizer(args.decoder, args.model, args.threads)
+        recognizer = batch.make_recognizer(args.decoder, args.model, args.threads,
+                                           "none" if args.no_lm else args.lm, args.beam)
         report = batch.transcribe_files(audio_inputs, recognizer, sink, options)
     finally:
         sink.close()

@@ -32,7 +32,14 @@ from tokenspeech.asr.base import DECODERS, FRAME_SECONDS, Transcript, WordTiming
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
 from tokenspeech.decoding.calls import Call, Program, run
 from tokenspeech.decoding.cif import cif_fire
-from tokenspeech.decoding.ctc import CtcBeamOptions, CtcPath, ctc_align, ctc_greedy, ctc_prefix_beam_search
+from tokenspeech.decoding.ctc import (
+    CtcBeamOptions,
+    CtcPath,
+    TokenLM,
+    ctc_align,
+    ctc_greedy,
+    ctc_prefix_beam_search,
+)
 from tokenspeech.decoding.streaming_asr import AudioFramer, CtcStreamer, SemiARStreamer, StreamingHypothesis
 from tokenspeech.decoding.words import word_spans
 from tokenspeech.errors import AudioError, ConfigError
@@ -41,12 +48,20 @@ from tokenspeech.text.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
+# CTC beam search with a language model: 16 prefixes, the 8 best characters of a frame, frames more than
+# 99.9 % blank skipped. On 60 test utterances (shipped ASR, 6-gram LM): beam 16 40.3 % WER, 12 42.5 %, 8 44.7 %.
+LM_BEAM = 16
+LM_TOKEN_BEAM = 8
+LM_BLANK_SKIP = 0.999
+
 @dataclass(frozen=True)
 class RecognizerOptions:
     """How to decode. ``chunk`` (encoder frames of 40 ms) applies to ``semiar`` and streaming."""
 
     decoder: str = "ctc"
-    beam_size: int = 1  # CTC prefix beam / AR beam; 1 = greedy
+    beam_size: int | None = None  # CTC prefix beam / AR beam; None: ctc 16 with a language model, else 1 (greedy)
+    lm_weight: float = 0.8  # ctc with a language model: log p_ctc + lm_weight * log p_lm + length_bonus * chars
+    length_bonus: float = 1.5
     chunk: int = 6  # 240 ms blocks: 285 ms algorithmic latency (target <= 320 ms)
     left_chunks: int = 0  # 0 = all left context
     max_seconds: float = 30.0
@@ -56,8 +71,16 @@ class RecognizerOptions:
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
             raise ConfigError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
-        if self.beam_size < 1 or self.chunk < 1 or self.left_chunks < 0:
+        if (self.beam_size is not None and self.beam_size < 1) or self.chunk < 1 or self.left_chunks < 0:
             raise ConfigError("beam_size and chunk must be >= 1, left_chunks >= 0")
+        if self.lm_weight < 0:
+            raise ConfigError("lm_weight must be >= 0")
+
+    def beam(self, with_lm: bool = False) -> int:
+        """The beam size to use: the option, else the decoder's default."""
+        if self.beam_size is not None:
+            return self.beam_size
+        return LM_BEAM if with_lm and self.decoder == "ctc" else 1
         if self.max_seconds <= 0 or self.max_tokens_per_second <= 0:
             raise ConfigError("max_seconds and max_tokens_per_second must be > 0")
         if not 0 < self.tail_threshold <= 1:
@@ -129,12 +152,14 @@ class AsrRecognizer:
     """Batch recogniser (:class:`tokenspeech.asr.base.Recognizer`) over one backend and decoder."""
 
     def __init__(self, backend: AsrBackend, vocabulary: Vocabulary, mel: MelConfig,
-                 options: RecognizerOptions = RecognizerOptions()) -> None:
+                 options: RecognizerOptions = RecognizerOptions(), lm: TokenLM | None = None) -> None:
+        """``lm``: a character language model fused into CTC beam search (``ctc`` only; see :mod:`.lm`)."""
         require_decoder(backend.decoders, options.decoder)
         self.backend = backend
         self.vocabulary = vocabulary
         self.mel = mel
         self.options = options
+        self.lm = lm
         self.sample_rate = mel.sample_rate
         self.max_seconds = options.max_seconds
         self.space_id = vocabulary.encode(" ")[0]
@@ -187,13 +212,21 @@ class AsrRecognizer:
         results = []
         for row, length in enumerate(encoded.lengths.tolist()):
             lp = encoded.ctc_log_probs[row, :length]
-            if self.options.beam_size == 1:
+            beam = self.options.beam(self.lm is not None)
+            if beam == 1 and self.lm is None:
                 path = ctc_greedy(lp)
             else:
-                best = ctc_prefix_beam_search(lp, CtcBeamOptions(beam_size=self.options.beam_size))[0]
+                best = ctc_prefix_beam_search(lp, self._beam_options(beam), self.lm)[0]
                 path = _aligned(lp, best.tokens)
             results.append(_Decoded(path.tokens, path.starts, path.ends))
         return results
+
+    def _beam_options(self, beam: int) -> CtcBeamOptions:
+        if self.lm is None:
+            return CtcBeamOptions(beam_size=beam)
+        # with an LM: wider per-frame candidates, and frames that are surely blank skip the LM work
+        return CtcBeamOptions(beam_size=beam, token_beam=LM_TOKEN_BEAM, lm_weight=self.options.lm_weight,
+                              length_bonus=self.options.length_bonus, blank_skip=LM_BLANK_SKIP)
 
     def _decode_paraformer(self, encoded: Encoded) -> list[_Decoded]:
         fired = [cif_fire(encoded.alphas[r, :n], encoded.hidden[r, :n], self.options.tail_threshold)
@@ -212,7 +245,7 @@ class AsrRecognizer:
     def _decode_ar(self, encoded: Encoded) -> list[_Decoded]:
         vocab = self.vocabulary
         max_length = max(2, int(encoded.hidden.shape[1] * FRAME_SECONDS * self.options.max_tokens_per_second))
-        options = ARDecodingOptions(max_length=max_length, eos_id=vocab.eos_id, beam_size=self.options.beam_size)
+        options = ARDecodingOptions(max_length=max_length, eos_id=vocab.eos_id, beam_size=self.options.beam())
         adapter = self.backend.attention_step()
         results = ARDecoder(options).run(adapter, adapter.prepare(encoded.hidden, encoded.lengths),
                                          np.full(encoded.hidden.shape[0], vocab.bos_id, dtype=np.int64))

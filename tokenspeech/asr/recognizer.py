@@ -9,10 +9,13 @@ loaded :class:`AsrBundle`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from tokenspeech.asr.engine import AsrRecognizer, RecognizerOptions, StreamingSession
+from tokenspeech.asr.lm import load_lm
 from tokenspeech.asr.model_io import AsrBundle, load_asr_model, save_asr_model
 from tokenspeech.asr.torch_backend import TorchAsrBackend
+from tokenspeech.decoding.ctc import TokenLM
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +25,17 @@ __all__ = ["RecognizerOptions", "StreamingSession", "TorchRecognizer", "load_asr
 class TorchRecognizer(AsrRecognizer):
     """Batch recogniser over a loaded :class:`AsrBundle` (PyTorch modules)."""
 
-    def __init__(self, bundle: AsrBundle, options: RecognizerOptions = RecognizerOptions()) -> None:
+    def __init__(self, bundle: AsrBundle, options: RecognizerOptions = RecognizerOptions(),
+                 lm: TokenLM | None = None) -> None:
+        """``lm``: the character LM of CTC beam search (:func:`tokenspeech.asr.lm.load_lm`); None: greedy CTC."""
         bundle.model.require(options.decoder)
-        super().__init__(TorchAsrBackend(bundle.model, bundle.mel), bundle.vocabulary, bundle.mel, options)
+        super().__init__(TorchAsrBackend(bundle.model, bundle.mel), bundle.vocabulary, bundle.mel, options, lm)
         self.bundle = bundle
         self.model = bundle.model.eval()
 
     @classmethod
-    def load(cls, path: str | None = None, options: RecognizerOptions = RecognizerOptions()) -> TorchRecognizer:
-        return cls(load_asr_model(path), options)
+    def load(cls, path: str | None = None, options: RecognizerOptions = RecognizerOptions(),
+             lm: str | Path | None = None) -> TorchRecognizer:
+        """The model at ``path`` (default: shipped) with the LM at ``lm`` (default: shipped; ``"none"``: no LM)."""
+        bundle = load_asr_model(path)
+        return cls(bundle, options, load_lm(lm, bundle.vocabulary))

@@ -7,8 +7,10 @@ already applied; padded frames removed).
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -44,48 +46,95 @@ def ctc_greedy(log_probs: np.ndarray, blank: int = 0) -> CtcPath:
 
 @dataclass(frozen=True)
 class CtcBeamOptions:
+    """Prefix beam search settings; the ``lm_*`` ones apply when a language model is given."""
+
     beam_size: int = 8
     token_beam: int = 8  # per frame, only the best ``token_beam`` tokens extend a prefix
     blank: int = 0
+    lm_weight: float = 0.8  # score = log p_ctc + lm_weight * log p_lm + length_bonus * tokens
+    length_bonus: float = 1.5  # per token: offsets the LM's cost of every extra character
+    blank_skip: float = 1.0  # frames whose blank probability exceeds this extend no prefix (1.0: never skip)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or self.token_beam < 1:
             raise ValueError("beam_size and token_beam must be >= 1")
+        if self.lm_weight < 0 or not 0 < self.blank_skip <= 1:
+            raise ValueError("lm_weight must be >= 0 and blank_skip in (0, 1]")
 
 
-def _extend(beams: dict[tuple[int, ...], tuple[float, float]], frame: np.ndarray,
-            candidates: list[int], blank: int) -> dict[tuple[int, ...], list[float]]:
-    """One frame of prefix beam search: ``beams`` maps prefix -> (log p ending in blank, in non-blank)."""
-    out: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [NEG_INF, NEG_INF])
-    for prefix, (p_blank, p_token) in beams.items():
-        total = np.logaddexp(p_blank, p_token)
-        stay = out[prefix]
-        stay[0] = np.logaddexp(stay[0], total + frame[blank])
-        if prefix:  # the last token repeated without a blank collapses into the same prefix
-            stay[1] = np.logaddexp(stay[1], p_token + frame[prefix[-1]])
-        for token in candidates:
-            grown = out[prefix + (token,)]
-            source = p_blank if prefix and token == prefix[-1] else total
-            grown[1] = np.logaddexp(grown[1], source + frame[token])
-    return out
+class TokenLM(Protocol):
+    """A left-to-right token language model (:class:`tokenspeech.decoding.char_lm.CharNgramLM` is one)."""
+
+    boundary: int  # the token that ends a sentence
+
+    def history(self, previous: Sequence[int]) -> tuple[int, ...]: ...
+
+    def log_probs(self, history: tuple[int, ...]) -> np.ndarray: ...
 
 
-def ctc_prefix_beam_search(log_probs: np.ndarray, options: CtcBeamOptions = CtcBeamOptions()) -> list[CtcPath]:
+def _add(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) for Python floats (numpy's scalar version is several times slower here)."""
+    if a < b:
+        a, b = b, a
+    return a if b == NEG_INF else a + math.log1p(math.exp(b - a))
+
+
+def ctc_prefix_beam_search(log_probs: np.ndarray, options: CtcBeamOptions = CtcBeamOptions(),
+                           lm: TokenLM | None = None) -> list[CtcPath]:
     """Hypotheses ranked by total probability over all CTC paths that collapse to them (best first).
 
     Unlike greedy decoding this sums the paths of a prefix, so a label
     spread thinly over several frames can beat a blank that wins each frame.
-    Returned paths carry no frame spans (use :func:`ctc_align` for those).
+    With ``lm`` (shallow fusion) prefixes are ranked by
+    ``log p_ctc + lm_weight * log p_lm + length_bonus * len`` and the LM's
+    end-of-sentence probability joins the final ranking. Returned paths
+    carry no frame spans (use :func:`ctc_align` for those); ``score`` is the
+    ranking score.
     """
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
-    for frame in np.asarray(log_probs, dtype=np.float64):
-        order = np.argsort(-frame)[: options.token_beam + 1]
-        candidates = [int(t) for t in order if t != options.blank][: options.token_beam]
-        grown = _extend(beams, frame, candidates, options.blank)
-        ranked = sorted(grown.items(), key=lambda item: -np.logaddexp(*item[1]))[: options.beam_size]
-        beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked}
-    ranked = sorted(beams.items(), key=lambda item: -np.logaddexp(*item[1]))
-    return [CtcPath(prefix, (), (), float(np.logaddexp(*scores))) for prefix, scores in ranked]
+    blank = options.blank
+    weight = options.lm_weight if lm is not None else 0.0
+    bonus = options.length_bonus if lm is not None else 0.0
+    skip = math.log(options.blank_skip) if options.blank_skip < 1 else math.inf
+    # prefix -> [log p ending in blank, log p ending in its last token, weighted LM log p of the prefix]
+    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, NEG_INF, 0.0]}
+
+    def rank(item: tuple[tuple[int, ...], list[float]]) -> float:
+        prefix, (p_blank, p_token, lm_score) = item
+        return _add(p_blank, p_token) + lm_score + bonus * len(prefix)
+
+    for row in np.asarray(log_probs, dtype=np.float64):
+        frame = row.tolist()
+        if frame[blank] > skip:  # (almost) surely blank: no prefix grows, each one's paths go on
+            beams = {prefix: [_add(p_blank, p_token) + frame[blank],
+                              p_token + frame[prefix[-1]] if prefix else NEG_INF, lm_score]
+                     for prefix, (p_blank, p_token, lm_score) in beams.items()}
+            continue
+        order = np.argsort(-row)[: options.token_beam + 1]
+        candidates = [int(t) for t in order if t != blank][: options.token_beam]
+        grown: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (p_blank, p_token, lm_score) in beams.items():
+            total = _add(p_blank, p_token)
+            stay = grown.setdefault(prefix, [NEG_INF, NEG_INF, lm_score])
+            stay[0] = _add(stay[0], total + frame[blank])
+            if prefix:  # the last token repeated without a blank collapses into the same prefix
+                stay[1] = _add(stay[1], p_token + frame[prefix[-1]])
+            next_lm = lm.log_probs(lm.history(prefix)) if lm is not None else None
+            for token in candidates:
+                longer = prefix + (token,)
+                entry = grown.get(longer)
+                if entry is None:
+                    entry = grown[longer] = [NEG_INF, NEG_INF,
+                                             lm_score + (weight * float(next_lm[token]) if next_lm is not None else 0.0)]
+                source = p_blank if prefix and token == prefix[-1] else total
+                entry[1] = _add(entry[1], source + frame[token])
+        beams = dict(sorted(grown.items(), key=rank, reverse=True)[: options.beam_size])
+
+    def final(item: tuple[tuple[int, ...], list[float]]) -> float:
+        end = weight * float(lm.log_probs(lm.history(item[0]))[lm.boundary]) if lm is not None else 0.0
+        return rank(item) + end
+
+    ranked = sorted(beams.items(), key=final, reverse=True)
+    return [CtcPath(prefix, (), (), final((prefix, scores))) for prefix, scores in ranked]
 
 
 def ctc_align(log_probs: np.ndarray, tokens: list[int] | tuple[int, ...], blank: int = 0) -> CtcPath:

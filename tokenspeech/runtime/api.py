@@ -49,9 +49,15 @@ class Runtime:
         backend = OnnxTtsBackend(self.export, self.options)
         return Synthesizer(backend.info, self.codec(), phonemizer, backend=backend)
 
-    def recognizer(self, options: RecognizerOptions | None = None) -> AsrRecognizer:
-        """Speech recognition over the exported ASR model (decoding defaults from the manifest unless given)."""
+    def recognizer(self, options: RecognizerOptions | None = None,
+                   lm: str | Path | None = None) -> AsrRecognizer:
+        """Speech recognition over the exported ASR model (decoding defaults from the manifest unless given).
+
+        ``lm``: the character LM of ``ctc`` beam search (default: the one shipped with tokenspeech;
+        ``"none"``: greedy CTC).
+        """
         from tokenspeech.asr.engine import AsrRecognizer, RecognizerOptions
+        from tokenspeech.asr.lm import load_lm
         from tokenspeech.runtime.asr import OnnxAsrBackend
 
         backend = OnnxAsrBackend(self.export, self.options)
@@ -59,7 +65,8 @@ class Runtime:
             defaults = self.export.model("asr")["decoding"]
             options = RecognizerOptions(**{k: v for k, v in defaults.items()
                                            if k in RecognizerOptions.__dataclass_fields__})
-        return AsrRecognizer(backend, backend.vocabulary, backend.mel, options)
+        language_model = load_lm(lm, backend.vocabulary) if options.decoder == "ctc" else None
+        return AsrRecognizer(backend, backend.vocabulary, backend.mel, options, language_model)
 
 
 def load(path: str | Path, options: RuntimeOptions = RuntimeOptions()) -> Runtime:

@@ -121,10 +121,13 @@ class RecognizerEngine:
     All recognisers share the backend, so the networks (or ONNX sessions) are loaded once.
     """
 
-    def __init__(self, backend: Any, vocabulary: Any, mel: Any) -> None:
-        """``backend`` is an ``AsrBackend`` (:mod:`tokenspeech.asr.engine`); ``mel`` its ``MelConfig``."""
+    def __init__(self, backend: Any, vocabulary: Any, mel: Any, lm: str | Path | None = None) -> None:
+        """``backend`` is an ``AsrBackend`` (:mod:`tokenspeech.asr.engine`); ``mel`` its ``MelConfig``;
+        ``lm`` the character LM of ``ctc`` (:func:`tokenspeech.asr.lm.load_lm`: default shipped, ``"none"``)."""
         from tokenspeech.asr.engine import RecognizerOptions
+        from tokenspeech.asr.lm import load_lm
 
+        self.lm = load_lm(lm, vocabulary)
         self.backend = backend
         self.vocabulary = vocabulary
         self.mel = mel
@@ -139,7 +142,8 @@ class RecognizerEngine:
 
         if decoder not in self._recognizers:
             self._recognizers[decoder] = AsrRecognizer(self.backend, self.vocabulary, self.mel,
-                                                       RecognizerOptions(decoder=decoder))
+                                                       RecognizerOptions(decoder=decoder),
+                                                       self.lm if decoder == "ctc" else None)
         return self._recognizers[decoder]
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], decoder: str) -> list[Transcript]:

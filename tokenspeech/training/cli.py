@@ -3,6 +3,9 @@
 Recipes:
   codec   tscodec, our streaming 16 kHz codec (25 Hz frames, 24 x 1024 RVQ:
           1.5 / 3 / 6 kbps from one model)
+  asr     the speech recogniser (see `tokenspeech train asr --help`)
+  tts     the speech synthesizer (see `tokenspeech train tts --help`)
+  lm      the character LM of CTC beam search (see `tokenspeech train lm --help`)
 
 Examples:
   tokenspeech train codec --corpus /work/corpus --out runs/codec --steps 9000 --threads 2
@@ -63,6 +66,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from tokenspeech.training.tts_cli import configure_tts  # argparse-only module
 
     configure_tts(recipes)
+    lm = recipes.add_parser(
+        "lm", help="train the character n-gram LM that CTC beam search fuses (seconds, no torch)",
+        description="Count the n-grams of the corpus's training transcripts (dev, test and held-out sentences "
+                    "stay unseen) into an interpolated Witten-Bell character LM for the ASR's vocabulary. "
+                    "Example: tokenspeech train lm --corpus /work/corpus --out tokenspeech/assets/asr_lm.npz",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    lm.add_argument("--corpus", type=Path, required=True, help="corpus folder (train.jsonl) or a JSONL manifest")
+    lm.add_argument("--out", type=Path, required=True, help="the LM file to write (.npz)")
+    lm.add_argument("--order", type=int, default=6, help="n-gram order (characters of history + 1)")
+    lm.set_defaults(run=run_lm)
 
 
 def run_codec(args: argparse.Namespace) -> int:
@@ -73,4 +86,18 @@ def run_codec(args: argparse.Namespace) -> int:
     options = CodecTrainOptions(corpus=args.corpus, out=args.out, resume=args.resume, **given)
     result = train_codec(options)
     print(f"trained {result.steps} steps; codec written to {result.weights} and {result.card}")
+    return 0
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    from tokenspeech.asr.lm import train_lm
+    from tokenspeech.errors import ConfigError
+    from tokenspeech.text.vocab import character_vocabulary
+
+    if not 1 <= args.order <= 8:
+        raise ConfigError("--order must be between 1 and 8")
+    lm = train_lm(args.corpus, args.out, character_vocabulary(), args.order)
+    print(f"trained a {lm.order}-gram character LM on {lm.info['sentences']} sentences "
+          f"({lm.info['characters']} characters); written to {args.out} "
+          f"({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0

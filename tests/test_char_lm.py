@@ -1,0 +1,114 @@
+"""The character n-gram LM, its files, and its fusion into CTC prefix beam search."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokenspeech.asr.lm import NO_LM, load_lm, train_lm
+from tokenspeech.decoding.char_lm import CharNgramLM
+from tokenspeech.decoding.ctc import CtcBeamOptions, ctc_greedy, ctc_prefix_beam_search
+from tokenspeech.errors import ConfigError, ModelLoadError
+from tokenspeech.text.vocab import Vocabulary, character_vocabulary
+
+FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
+VOCAB = character_vocabulary()
+TEXTS = ["the cat sat", "the cat ran", "a cat sat on the mat", "the dog sat"] * 3
+
+
+def small_lm(order: int = 4) -> CharNgramLM:
+    return CharNgramLM.train((VOCAB.encode(t) for t in TEXTS), order, len(VOCAB.symbols), VOCAB.eos_id,
+                             {"vocabulary": list(VOCAB.symbols)})
+
+
+def test_every_distribution_sums_to_one_and_follows_the_counts() -> None:
+    lm = small_lm()
+    for previous in ("", "the c", "the ca", "zzz", "q"):
+        probs = np.exp(lm.log_probs(lm.history(VOCAB.encode(previous))))
+        assert probs.shape == (len(VOCAB.symbols),) and abs(probs.sum() - 1.0) < 1e-9 and (probs > 0).all()
+    after_the_c = lm.log_probs(lm.history(VOCAB.encode("the c")))
+    assert int(np.argmax(after_the_c)) == VOCAB.encode("a")[0]
+    after_sat = lm.log_probs(lm.history(VOCAB.encode("the cat sat")))
+    assert int(np.argmax(after_sat)) == lm.boundary  # sentences end after "sat" in the training text
+    assert lm.sentence_log_prob(VOCAB.encode("the cat sat")) > lm.sentence_log_prob(VOCAB.encode("the tac sat"))
+
+
+def test_unigram_model_is_the_smoothed_character_frequency() -> None:
+    lm = CharNgramLM.train([[6, 6, 7]], 1, 8, 3)  # "a a b" then the boundary
+    probs = np.exp(lm.log_probs(()))
+    # Witten-Bell: (count + types / V) / (total + types), total 4 (a a b </s>), 3 types
+    assert probs[6] == pytest.approx((2 + 3 / 8) / 7) and probs[0] == pytest.approx((3 / 8) / 7)
+
+
+def test_save_and_load_round_trip_and_bad_files(tmp_path: Path) -> None:
+    lm = small_lm()
+    path = lm.save(tmp_path / "lm.npz")
+    again = CharNgramLM.load(path)
+    for previous in ("", "the ", "a cat s"):
+        history = lm.history(VOCAB.encode(previous))
+        np.testing.assert_array_equal(again.log_probs(history), lm.log_probs(history))
+    assert again.info["vocabulary"] == list(VOCAB.symbols) and again.info["sentences"] == len(TEXTS)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="cannot read the character LM"):
+        CharNgramLM.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", header=np.frombuffer(b'{"kind": "something else"}', dtype=np.uint8))
+    with pytest.raises(ValueError, match="not a tokenspeech character LM"):
+        CharNgramLM.load(tmp_path / "other.npz")
+
+
+def test_load_lm_explicit_shipped_none_and_vocabulary_checks(tmp_path: Path) -> None:
+    path = small_lm().save(tmp_path / "lm.npz")
+    assert load_lm(path, VOCAB) is not None
+    assert load_lm(NO_LM, VOCAB) is None
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_lm(tmp_path / "missing.npz", VOCAB)
+    other = Vocabulary.from_symbols("abc")
+    with pytest.raises(ConfigError, match="another character vocabulary"):
+        load_lm(path, other)
+    assert load_lm(None, other) is None  # the shipped LM does not fit: decode without it
+    shipped = load_lm(None, VOCAB)
+    assert shipped is not None and shipped.order == 6
+
+
+def test_beam_search_with_the_lm_picks_the_likely_spelling() -> None:
+    """Frames that slightly prefer "the cat tat": the LM's knowledge of "sat" wins, greedy keeps the acoustics."""
+    lm = small_lm()
+    target, acoustic_best = "the cat sat", "the cat tat"
+    frames = []
+    for wanted, heard in zip(target, acoustic_best):
+        for _ in range(2):
+            row = np.full(len(VOCAB.symbols), 1e-3)
+            row[VOCAB.encode(heard)[0]] = 0.5
+            row[VOCAB.encode(wanted)[0]] += 0.4
+            frames.append(row / row.sum())
+        blank = np.full(len(VOCAB.symbols), 1e-3)
+        blank[0] = 1.0
+        frames.append(blank / blank.sum())
+    log_probs = np.log(np.array(frames))
+    assert VOCAB.decode(list(ctc_greedy(log_probs).tokens)) == acoustic_best
+    assert VOCAB.decode(list(ctc_prefix_beam_search(log_probs, CtcBeamOptions())[0].tokens)) == acoustic_best
+    fused = ctc_prefix_beam_search(log_probs, CtcBeamOptions(beam_size=8, blank_skip=0.999), lm)
+    assert VOCAB.decode(list(fused[0].tokens)) == target
+    assert fused[0].score >= fused[-1].score
+
+
+def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
+    out = tmp_path / "lm.npz"
+    done = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),
+                           "--out", str(out), "--order", "4"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "4-gram character LM on 8 sentences" in done.stdout
+    lm = load_lm(out, VOCAB)
+    assert lm is not None and lm.info["text"] == "distinct transcripts of train.jsonl"
+    bad = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(tmp_path),
+                          "--out", str(out)], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0 and "no manifest" in bad.stderr
+
+
+def test_train_lm_keeps_dev_and_test_sentences_out(tmp_path: Path) -> None:
+    lm = train_lm(FIXTURE, tmp_path / "lm.npz", VOCAB, order=3)
+    assert lm.info["sentences"] == 8  # train.jsonl only

@@ -1,0 +1,90 @@
+"""The character language model CTC beam search fuses: train it, and load the shipped one, a file, or none.
+
+Torch-free (the ONNX runtime uses it too). The shipped model,
+``tokenspeech/assets/asr_lm.npz``, is a 6-gram over the corpus's training
+transcripts (:func:`train_lm`); its header records the vocabulary, the text
+source and the sentence count. A model is used only with an ASR model of the
+same character vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from tokenspeech.decoding.char_lm import CharNgramLM
+from tokenspeech.errors import ConfigError, ModelLoadError
+from tokenspeech.text.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LM = Path(__file__).resolve().parents[1] / "assets" / "asr_lm.npz"
+DEFAULT_ORDER = 6
+NO_LM = "none"
+
+
+def load_lm(path: str | Path | None, vocabulary: Vocabulary) -> CharNgramLM | None:
+    """The LM at ``path``; ``None`` -> the shipped one when present and matching; ``"none"`` -> no LM.
+
+    An explicit file that cannot be read or whose vocabulary differs from
+    ``vocabulary`` raises (:class:`ModelLoadError`, :class:`ConfigError`);
+    the shipped one is then skipped with a warning instead.
+    """
+    if path is not None and str(path) == NO_LM:
+        return None
+    explicit = path is not None
+    source = Path(path) if explicit else DEFAULT_LM
+    if not source.is_file():
+        if explicit:
+            raise ModelLoadError(f"language model not found: {source} (give an .npz from `tokenspeech train lm`, "
+                                 f"or '{NO_LM}')")
+        logger.info("no shipped language model at %s: CTC decodes without one", source)
+        return None
+    try:
+        lm = CharNgramLM.load(source)
+    except ValueError as error:
+        if explicit:
+            raise ModelLoadError(str(error)) from error
+        logger.warning("the shipped language model is unreadable (%s): decoding without it", error)
+        return None
+    expected = list(vocabulary.symbols)
+    if lm.info.get("vocabulary") != expected or lm.vocab_size != len(expected):
+        message = (f"the language model {source} was trained for another character vocabulary than this ASR "
+                   "model's; train one for it with `tokenspeech train lm`")
+        if explicit:
+            raise ConfigError(message)
+        logger.warning("%s; decoding without it", message)
+        return None
+    return lm
+
+
+def corpus_transcripts(corpus: Path, split: str = "train") -> list[str]:
+    """The distinct ``transcript`` texts of ``corpus/<split>.jsonl`` (ASR training text), in order."""
+    manifest = corpus / f"{split}.jsonl" if corpus.is_dir() else corpus
+    if not manifest.is_file():
+        raise ConfigError(f"no manifest at {manifest}")
+    texts: dict[str, None] = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            text = row.get("transcript")
+            if text is None:
+                raise ConfigError(f"{manifest}: a row has no 'transcript' field (build the corpus with tokenspeech)")
+            texts[text] = None
+    if not texts:
+        raise ConfigError(f"{manifest} has no transcripts")
+    return list(texts)
+
+
+def train_lm(corpus: Path, out: Path, vocabulary: Vocabulary, order: int = DEFAULT_ORDER,
+             split: str = "train") -> CharNgramLM:
+    """Train on ``corpus``'s ``split`` transcripts and save to ``out`` (.npz). Only that split: the dev,
+    test and held-out sentences stay unseen."""
+    texts = corpus_transcripts(corpus, split)
+    info = {"vocabulary": list(vocabulary.symbols), "text": f"distinct transcripts of {split}.jsonl",
+            "corpus": str(corpus)}
+    lm = CharNgramLM.train((vocabulary.encode(text) for text in texts), order, len(vocabulary.symbols),
+                           vocabulary.eos_id, info)
+    lm.save(out)
+    return lm
