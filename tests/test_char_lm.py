@@ -112,3 +112,31 @@ def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
 def test_train_lm_keeps_dev_and_test_sentences_out(tmp_path: Path) -> None:
     lm = train_lm(FIXTURE, tmp_path / "lm.npz", VOCAB, order=3)
     assert lm.info["sentences"] == 8  # train.jsonl only
+
+
+def test_streaming_ctc_with_the_lm_ends_where_the_offline_search_over_the_same_frames_does() -> None:
+    import torch
+    from tiny_models import speech_like, tiny_asr_bundle
+
+    from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
+
+    bundle = tiny_asr_bundle()
+    with torch.no_grad():  # the random model would say nothing: keep CTC off blank most of the time
+        bundle.model.ctc.bias[0] = -4.0
+    recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="ctc"), load_lm(None, bundle.vocabulary))
+    assert recognizer.lm is not None
+    audio = speech_like(2.0, seed=3)
+    session = recognizer.stream("ctc")
+    interim = [session.accept_audio(audio[start:start + 3200]).text for start in range(0, audio.size, 3200)]
+    final = session.finish()
+    # offline: the same chunk-masked encoder frames, searched whole
+    mel, lengths = recognizer.features([audio])
+    encoded = recognizer.backend.encode(mel, lengths, recognizer.options.chunk, recognizer.options.left_chunks)
+    log_probs = encoded.ctc_log_probs[0, : encoded.lengths[0]]
+    search = recognizer.beam_options(recognizer.options.beam(True))
+    expected = ctc_prefix_beam_search(log_probs, search, recognizer.lm)[0].tokens
+    assert final.text and final.text == bundle.vocabulary.decode(list(expected))
+    assert final.words and all(w.start < w.end for w in final.words)  # aligned at the end
+    assert interim[-1]  # interim results come while audio arrives
+    greedy = bundle.vocabulary.decode(list(ctc_greedy(log_probs).tokens))
+    assert greedy != final.text  # the LM changed something

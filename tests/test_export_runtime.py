@@ -23,6 +23,7 @@ from tiny_exports import export_tiny_models
 from tiny_models import VOICES, speech_like
 
 from tokenspeech import runtime
+from tokenspeech.asr.lm import load_lm
 from tokenspeech.asr.model_io import AsrBundle, load_asr_model, save_asr_model
 from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 from tokenspeech.asr.torch_backend import TorchAttentionStep, TorchBlockDecoder
@@ -247,8 +248,9 @@ def test_synthesizer_on_onnx_equals_pytorch(exported: Exported, rt: runtime.Runt
 @pytest.mark.parametrize("decoder", ["ctc", "paraformer", "ar", "semiar"])
 def test_recognizer_on_onnx_equals_pytorch(exported: Exported, rt: runtime.Runtime, decoder: str) -> None:
     audios = [speech_like(2.0, 1), speech_like(1.3, 2), speech_like(0.05, 3)]
-    options = RecognizerOptions(decoder=decoder, chunk=4, beam_size=2 if decoder == "ar" else 1)
-    expected = TorchRecognizer(exported.asr, options).transcribe_batch(audios)
+    options = RecognizerOptions(decoder=decoder, chunk=4, beam_size=2 if decoder == "ar" else None)
+    shipped_lm = load_lm(None, exported.asr.vocabulary)  # the runtime's default, for ctc
+    expected = TorchRecognizer(exported.asr, options, shipped_lm if decoder == "ctc" else None).transcribe_batch(audios)
     actual = rt.recognizer(options).transcribe_batch(audios)
     assert [t.text for t in actual] == [t.text for t in expected]
     assert [t.words for t in actual] == [t.words for t in expected]
@@ -260,7 +262,9 @@ def test_streaming_recognition_on_onnx_equals_pytorch(exported: Exported, rt: ru
                                                       decoder: str) -> None:
     audio = speech_like(2.5, 4)
     options = RecognizerOptions(decoder=decoder, chunk=4)
-    sessions = [TorchRecognizer(exported.asr, options).stream(), rt.recognizer(options).stream()]
+    shipped_lm = load_lm(None, exported.asr.vocabulary)  # the runtime's default, for ctc
+    sessions = [TorchRecognizer(exported.asr, options, shipped_lm if decoder == "ctc" else None).stream(),
+                rt.recognizer(options).stream()]
     interims: list[list[str]] = [[], []]
     for start in range(0, len(audio), 2900):
         for session, texts in zip(sessions, interims):

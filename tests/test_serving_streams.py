@@ -64,11 +64,27 @@ async def read_all(stream: SteppedStream, delay: float = 0.0) -> list[int]:
     return items
 
 
+def hold(worker: Batcher) -> threading.Event:
+    """Keep the worker busy until the returned event is set, so tasks queue up."""
+    release, holding = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        holding.set()
+        release.wait(30)
+
+    worker.submit(busy)
+    assert holding.wait(30)
+    return release
+
+
 def test_concurrent_streams_stay_in_step_through_every_pass(batcher: Batcher) -> None:
     model = Doubler()
 
     async def main() -> list[list[int]]:
-        streams = [SteppedStream(batcher, session(model, start, outputs=5, calls_per_output=3)) for start in (1, 2, 3)]
+        release = hold(batcher)  # all three start in the same turn
+        streams = [SteppedStream(batcher, session(model, start, outputs=5, calls_per_output=3), ahead=100)
+                   for start in (1, 2, 3)]
+        release.set()
         return await asyncio.gather(*(read_all(s) for s in streams))
 
     results = asyncio.run(main())

@@ -35,6 +35,7 @@ from tokenspeech.decoding.cif import cif_fire
 from tokenspeech.decoding.ctc import (
     CtcBeamOptions,
     CtcPath,
+    CtcPrefixBeam,
     TokenLM,
     ctc_align,
     ctc_greedy,
@@ -216,12 +217,13 @@ class AsrRecognizer:
             if beam == 1 and self.lm is None:
                 path = ctc_greedy(lp)
             else:
-                best = ctc_prefix_beam_search(lp, self._beam_options(beam), self.lm)[0]
+                best = ctc_prefix_beam_search(lp, self.beam_options(beam), self.lm)[0]
                 path = _aligned(lp, best.tokens)
             results.append(_Decoded(path.tokens, path.starts, path.ends))
         return results
 
-    def _beam_options(self, beam: int) -> CtcBeamOptions:
+    def beam_options(self, beam: int) -> CtcBeamOptions:
+        """CTC beam settings for ``beam`` prefixes (with this recogniser's LM settings when it has one)."""
         if self.lm is None:
             return CtcBeamOptions(beam_size=beam)
         # with an LM: wider per-frame candidates, and frames that are surely blank skip the LM work
@@ -308,6 +310,9 @@ class StreamingSession:
             backend = recognizer.backend.block_decoder()
             self.streamer: SemiARStreamer | CtcStreamer = SemiARStreamer(
                 backend, backend.init_state(), recognizer.options.chunk, recognizer.options.tail_threshold)
+        elif recognizer.lm is not None:  # the same beam search and LM as offline ctc, frame by frame
+            beam = recognizer.options.beam(True)
+            self.streamer = CtcStreamer(search=CtcPrefixBeam(recognizer.beam_options(beam), recognizer.lm))
         else:
             self.streamer = CtcStreamer()
 

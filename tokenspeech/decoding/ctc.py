@@ -79,62 +79,94 @@ def _add(a: float, b: float) -> float:
     return a if b == NEG_INF else a + math.log1p(math.exp(b - a))
 
 
+class CtcPrefixBeam:
+    """Prefix beam search over frames as they come: :meth:`push` pieces ``[T, V]``, read :meth:`best` or :meth:`ranked`.
+
+    Hypotheses are ranked by total probability over all CTC paths that
+    collapse to them: unlike greedy decoding this sums the paths of a
+    prefix, so a label spread thinly over several frames can beat a blank
+    that wins each frame. With ``lm`` (shallow fusion) prefixes are ranked by
+    ``log p_ctc + lm_weight * log p_lm + length_bonus * len`` and the LM's
+    end-of-sentence probability joins the final ranking. The search is
+    frame by frame, so pushing a stream in pieces gives exactly the result
+    of pushing it whole.
+    """
+
+    def __init__(self, options: CtcBeamOptions = CtcBeamOptions(), lm: TokenLM | None = None) -> None:
+        self.options, self.lm = options, lm
+        self.weight = options.lm_weight if lm is not None else 0.0
+        self.bonus = options.length_bonus if lm is not None else 0.0
+        self.skip = math.log(options.blank_skip) if options.blank_skip < 1 else math.inf
+        # prefix -> [log p ending in blank, log p ending in its last token, weighted LM log p of the prefix]
+        self.beams: dict[tuple[int, ...], list[float]] = {(): [0.0, NEG_INF, 0.0]}
+
+    def _rank(self, item: tuple[tuple[int, ...], list[float]]) -> float:
+        prefix, (p_blank, p_token, lm_score) = item
+        return _add(p_blank, p_token) + lm_score + self.bonus * len(prefix)
+
+    def _final(self, item: tuple[tuple[int, ...], list[float]]) -> float:
+        lm = self.lm
+        end = self.weight * float(lm.log_probs(lm.history(item[0]))[lm.boundary]) if lm is not None else 0.0
+        return self._rank(item) + end
+
+    def push(self, log_probs: np.ndarray) -> None:
+        """Advance over frames ``[T, V]`` of log-probabilities."""
+        options, lm, blank = self.options, self.lm, self.options.blank
+        beams = self.beams
+        for row in np.asarray(log_probs, dtype=np.float64):
+            frame = row.tolist()
+            if frame[blank] > self.skip:  # (almost) surely blank: no prefix grows, each one's paths go on
+                beams = {prefix: [_add(p_blank, p_token) + frame[blank],
+                                  p_token + frame[prefix[-1]] if prefix else NEG_INF, lm_score]
+                         for prefix, (p_blank, p_token, lm_score) in beams.items()}
+                continue
+            order = np.argsort(-row)[: options.token_beam + 1]
+            candidates = [int(t) for t in order if t != blank][: options.token_beam]
+            grown: dict[tuple[int, ...], list[float]] = {}
+            for prefix, (p_blank, p_token, lm_score) in beams.items():
+                total = _add(p_blank, p_token)
+                stay = grown.setdefault(prefix, [NEG_INF, NEG_INF, lm_score])
+                stay[0] = _add(stay[0], total + frame[blank])
+                if prefix:  # the last token repeated without a blank collapses into the same prefix
+                    stay[1] = _add(stay[1], p_token + frame[prefix[-1]])
+                next_lm = lm.log_probs(lm.history(prefix)) if lm is not None else None
+                for token in candidates:
+                    longer = prefix + (token,)
+                    entry = grown.get(longer)
+                    if entry is None:
+                        gain = self.weight * float(next_lm[token]) if next_lm is not None else 0.0
+                        entry = grown[longer] = [NEG_INF, NEG_INF, lm_score + gain]
+                    source = p_blank if prefix and token == prefix[-1] else total
+                    entry[1] = _add(entry[1], source + frame[token])
+            beams = dict(sorted(grown.items(), key=self._rank, reverse=True)[: options.beam_size])
+        self.beams = beams
+
+    def stable(self) -> tuple[int, ...]:
+        """The tokens every hypothesis starts with: an interim result that later ones only extend.
+
+        Every future hypothesis extends one of today's, so this prefix never
+        shrinks, and the final best hypothesis starts with it.
+        """
+        prefixes = list(self.beams)
+        shortest = min(prefixes, key=len)
+        size = 0
+        while size < len(shortest) and all(p[size] == shortest[size] for p in prefixes):
+            size += 1
+        return shortest[:size]
+
+    def ranked(self) -> list[CtcPath]:
+        """Every hypothesis as a finished sentence, best first; ``score`` is the ranking score (no frame spans)."""
+        ranked = sorted(self.beams.items(), key=self._final, reverse=True)
+        return [CtcPath(prefix, (), (), self._final((prefix, scores))) for prefix, scores in ranked]
+
+
 def ctc_prefix_beam_search(log_probs: np.ndarray, options: CtcBeamOptions = CtcBeamOptions(),
                            lm: TokenLM | None = None) -> list[CtcPath]:
-    """Hypotheses ranked by total probability over all CTC paths that collapse to them (best first).
-
-    Unlike greedy decoding this sums the paths of a prefix, so a label
-    spread thinly over several frames can beat a blank that wins each frame.
-    With ``lm`` (shallow fusion) prefixes are ranked by
-    ``log p_ctc + lm_weight * log p_lm + length_bonus * len`` and the LM's
-    end-of-sentence probability joins the final ranking. Returned paths
-    carry no frame spans (use :func:`ctc_align` for those); ``score`` is the
-    ranking score.
-    """
-    blank = options.blank
-    weight = options.lm_weight if lm is not None else 0.0
-    bonus = options.length_bonus if lm is not None else 0.0
-    skip = math.log(options.blank_skip) if options.blank_skip < 1 else math.inf
-    # prefix -> [log p ending in blank, log p ending in its last token, weighted LM log p of the prefix]
-    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, NEG_INF, 0.0]}
-
-    def rank(item: tuple[tuple[int, ...], list[float]]) -> float:
-        prefix, (p_blank, p_token, lm_score) = item
-        return _add(p_blank, p_token) + lm_score + bonus * len(prefix)
-
-    for row in np.asarray(log_probs, dtype=np.float64):
-        frame = row.tolist()
-        if frame[blank] > skip:  # (almost) surely blank: no prefix grows, each one's paths go on
-            beams = {prefix: [_add(p_blank, p_token) + frame[blank],
-                              p_token + frame[prefix[-1]] if prefix else NEG_INF, lm_score]
-                     for prefix, (p_blank, p_token, lm_score) in beams.items()}
-            continue
-        order = np.argsort(-row)[: options.token_beam + 1]
-        candidates = [int(t) for t in order if t != blank][: options.token_beam]
-        grown: dict[tuple[int, ...], list[float]] = {}
-        for prefix, (p_blank, p_token, lm_score) in beams.items():
-            total = _add(p_blank, p_token)
-            stay = grown.setdefault(prefix, [NEG_INF, NEG_INF, lm_score])
-            stay[0] = _add(stay[0], total + frame[blank])
-            if prefix:  # the last token repeated without a blank collapses into the same prefix
-                stay[1] = _add(stay[1], p_token + frame[prefix[-1]])
-            next_lm = lm.log_probs(lm.history(prefix)) if lm is not None else None
-            for token in candidates:
-                longer = prefix + (token,)
-                entry = grown.get(longer)
-                if entry is None:
-                    entry = grown[longer] = [NEG_INF, NEG_INF,
-                                             lm_score + (weight * float(next_lm[token]) if next_lm is not None else 0.0)]
-                source = p_blank if prefix and token == prefix[-1] else total
-                entry[1] = _add(entry[1], source + frame[token])
-        beams = dict(sorted(grown.items(), key=rank, reverse=True)[: options.beam_size])
-
-    def final(item: tuple[tuple[int, ...], list[float]]) -> float:
-        end = weight * float(lm.log_probs(lm.history(item[0]))[lm.boundary]) if lm is not None else 0.0
-        return rank(item) + end
-
-    ranked = sorted(beams.items(), key=final, reverse=True)
-    return [CtcPath(prefix, (), (), final((prefix, scores))) for prefix, scores in ranked]
+    """Hypotheses of a whole utterance ``[T, V]``, best first (:class:`CtcPrefixBeam`; use :func:`ctc_align`
+    for frame spans)."""
+    search = CtcPrefixBeam(options, lm)
+    search.push(log_probs)
+    return search.ranked()
 
 
 def ctc_align(log_probs: np.ndarray, tokens: list[int] | tuple[int, ...], blank: int = 0) -> CtcPath:

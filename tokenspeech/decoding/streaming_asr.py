@@ -23,6 +23,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from tokenspeech.decoding.cif import CifOutput, CifState, cif_finish, cif_step
+from tokenspeech.decoding.ctc import CtcPrefixBeam, ctc_align
 
 StateT = TypeVar("StateT")
 
@@ -97,16 +98,25 @@ class SemiARStreamer(Generic[StateT]):
 
 @dataclass
 class CtcStreamer:
-    """Greedy CTC over a stream of log-probability pieces ``[T, V]`` (repeats merged across pieces)."""
+    """CTC over a stream of log-probability pieces ``[T, V]``: greedy (repeats merged across pieces), or the
+    prefix beam search ``search`` (with its language model) when given, whose final result equals the
+    offline search over the whole stream."""
 
     blank: int = 0
+    search: CtcPrefixBeam | None = None
     frames: int = 0
     previous: int = 0
     tokens: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
+    pieces: list[np.ndarray] = field(default_factory=list)  # with a search: every frame, for the final spans
 
     def push(self, log_probs: np.ndarray) -> StreamingHypothesis:
+        if self.search is not None:
+            self.search.push(log_probs)
+            self.pieces.append(np.asarray(log_probs))
+            self.frames += len(log_probs)
+            return self.hypothesis()
         for token in np.asarray(log_probs).argmax(axis=-1).tolist():
             if token != self.blank and token == self.previous:
                 self.ends[-1] = self.frames + 1
@@ -119,8 +129,23 @@ class CtcStreamer:
         return self.hypothesis()
 
     def hypothesis(self, final: bool = False) -> StreamingHypothesis:
-        """Tokens so far; ``fires`` holds each token's end frame (exclusive) minus one."""
-        return StreamingHypothesis(tuple(self.tokens), tuple(self.starts), tuple(e - 1 for e in self.ends), final)
+        """Tokens so far; ``fires`` holds each token's end frame (exclusive) minus one.
+
+        With a search, an interim hypothesis is the part every beam agrees on
+        (so interim results only grow), without spans; the final one is the
+        best hypothesis aligned over all frames.
+        """
+        if self.search is None:
+            return StreamingHypothesis(tuple(self.tokens), tuple(self.starts), tuple(e - 1 for e in self.ends),
+                                       final)
+        if not final:
+            return StreamingHypothesis(self.search.stable())
+        tokens = self.search.ranked()[0].tokens
+        try:
+            path = ctc_align(np.concatenate(self.pieces) if self.pieces else np.zeros((0, 1)), tokens, self.blank)
+        except ValueError:
+            return StreamingHypothesis(tokens, final=True)
+        return StreamingHypothesis(path.tokens, path.starts, tuple(e - 1 for e in path.ends), True)
 
 
 @dataclass
