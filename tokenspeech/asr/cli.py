@@ -32,6 +32,13 @@ results go to stdout):
          written (leading / and .. dropped, suffix replaced: episodes/e1.mp4
          -> OUT/episodes/e1.vtt). Failed files get no subtitle file.
 
+Decoders: ctc (default) searches 16 hypotheses with the shipped character
+language model (tokenspeech/assets/asr_lm.npz: a 6-gram over the training
+transcripts, which spells what the acoustics only suggest); --no-lm decodes
+greedily, --lm FILE takes one from `tokenspeech train lm`. paraformer (one
+parallel pass), ar (token by token) and semiar (chunked, as in streaming)
+use no LM.
+
 A bad file (missing, unreadable, empty, silent, longer than --max-duration)
 gets a result with its reason and never stops the batch. A summary (files
 ok/failed, audio hours, wall time, speed, each failure and why) goes to
@@ -53,6 +60,7 @@ Exit status:
 
 Examples:
   tokenspeech transcribe talk.wav
+  tokenspeech transcribe talk.wav --no-lm
   tokenspeech transcribe recordings/ -o results.jsonl --decoder paraformer
   tokenspeech transcribe 'calls/**/*.flac' @more.txt -o calls.txt --workers 4
   tokenspeech transcribe corpus/test.jsonl -o hyp.jsonl --resume
