@@ -17,6 +17,7 @@ import numpy as np
 from tiny_models import tiny_asr_bundle, tiny_codec, tiny_tts_bundle
 
 from tokenspeech.serving.backends import TorchAsrEngine, TorchCodecEngine
+from tokenspeech.serving.batcher import Batcher
 from tokenspeech.serving.config import ServerConfig
 from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.registry import ModelRegistry
@@ -80,3 +81,17 @@ class ServerThread:
             self.running = None
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)  # the loop is left open: gRPC's poller may still hold its descriptor
+
+
+def hold(worker: Batcher) -> threading.Event:
+    """Keep the worker busy until the returned event is set, so tasks pile up."""
+    release, holding = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        holding.set()
+        release.wait(60)
+
+    worker.submit(busy)
+    if not holding.wait(30):  # the hold itself must not be counted as a queued task
+        raise TimeoutError("the batcher never started the holding step")
+    return release

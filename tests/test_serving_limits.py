@@ -26,6 +26,7 @@ from serving_harness import (
     TTS_NAME,
     ServerThread,
     free_port,
+    hold,
     pcm16,
     tiny_registry,
 )
@@ -232,20 +233,6 @@ def batcher() -> Iterator[Batcher]:
     worker.start()
     yield worker
     worker.stop(5)
-
-
-def hold(worker: Batcher) -> threading.Event:
-    """Keep the worker busy until the returned event is set, so steps pile up."""
-    release, holding = threading.Event(), threading.Event()
-
-    def busy() -> None:
-        holding.set()
-        release.wait(60)
-
-    worker.submit(busy)
-    if not holding.wait(30):  # the hold itself must not be counted as a queued step
-        raise TimeoutError("the batcher never started the holding step")
-    return release
 
 
 def test_ready_items_with_one_key_run_as_one_batch_and_bad_items_fail_alone(batcher: Batcher) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import pytest
+from serving_harness import hold
 
 from tokenspeech.decoding.calls import Call, Program
 from tokenspeech.serving.batcher import Batcher, Pause
@@ -62,19 +63,6 @@ async def read_all(stream: SteppedStream, delay: float = 0.0) -> list[int]:
         items.append(item)
         await asyncio.sleep(delay)
     return items
-
-
-def hold(worker: Batcher) -> threading.Event:
-    """Keep the worker busy until the returned event is set, so tasks queue up."""
-    release, holding = threading.Event(), threading.Event()
-
-    def busy() -> None:
-        holding.set()
-        release.wait(30)
-
-    worker.submit(busy)
-    assert holding.wait(30)
-    return release
 
 
 def test_concurrent_streams_stay_in_step_through_every_pass(batcher: Batcher) -> None:
