@@ -122,6 +122,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._tasks: dict[Future, _Task] = {}  # unsettled tasks, for cancel
         self._parked: set[_Task] = set()  # paused tasks (only the worker thread adds and removes)
+        self._in_flight = 0  # tasks in the current turn (written by the worker)
         self.steps_run = 0  # model calls run (a batched call counts once); for tests and logs
         self.largest_batch = 0  # most tasks in flight at once
         self.largest_call = 0  # most calls merged into one batched call
@@ -131,6 +132,12 @@ class Batcher:
         """Tasks waiting for the worker."""
         with self._wake:
             return len(self._ready)
+
+    @property
+    def crowded(self) -> bool:
+        """More tasks want the worker than it takes at once (``max_batch``): some wait for a place."""
+        with self._wake:
+            return len(self._ready) + self._in_flight > self.max_batch
 
     def start(self) -> None:
         if self._thread is None:
@@ -212,6 +219,7 @@ class Batcher:
                         task.started = True
                         admitted.append(task)
             self.largest_batch = max(self.largest_batch, len(flight) + len(admitted))
+            self._in_flight = len(flight) + len(admitted)
             for task in admitted:
                 self._resume(task, (None, None))
             flight = [task for task in flight + admitted if task.call is not None]

@@ -103,7 +103,7 @@ class SteppedStream(Generic[T]):
                     self._unread += 1
                     pause = self._pause = Pause() if self._unread >= self._ahead else None
                 self._deliver(item)
-                if pause is None and self._batcher.queued:  # tasks wait for a place: give ours up for a turn
+                if pause is None and self._batcher.crowded:  # tasks wait for a place: give ours up for a turn
                     pause = Pause()
                     pause.release()
                 if pause is not None:
