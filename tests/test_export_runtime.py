@@ -295,6 +295,36 @@ def test_streaming_encoder_graphs_match_torch(exported: Exported, rt: runtime.Ru
     assert produced == (120 - 7) // 4 + 1
 
 
+def test_onnx_streams_stepped_together_equal_each_stepped_alone(exported: Exported, rt: runtime.Runtime) -> None:
+    """Three streams at different positions: their chunks batched through past_lengths, as the server runs them."""
+    from tokenspeech.decoding.calls import Call
+
+    backend = OnnxAsrBackend(rt.export, CPU_ONLY)
+    rng = np.random.default_rng(6)
+    mels = [rng.normal(size=(1, 80, n)).astype(np.float32) for n in (150, 97, 121)]
+    alone, together = [backend.init_stream() for _ in mels], [backend.init_stream() for _ in mels]
+    for index, size in enumerate((13, 37, 5)):  # different histories first
+        _, alone[index] = backend.encode_stream(mels[index][..., :size], alone[index], 4, 0, False)
+        _, together[index] = backend.encode_stream(mels[index][..., :size], together[index], 4, 0, False)
+    starts = [13, 37, 5]
+    for final in (False, False, True):
+        pieces = [m[..., s:] if final else m[..., s:s + 30] for m, s in zip(mels, starts)]
+        expected = []
+        for index, piece in enumerate(pieces):
+            encoded, alone[index] = backend.encode_stream(piece, alone[index], 4, 0, final)
+            expected.append(encoded)
+        calls = [Call(backend.encode_stream, (piece, state, 4, 0, final)) for piece, state in zip(pieces, together)]
+        assert len({backend.batch_key(call) for call in calls}) == 1
+        batched = backend.run_batch(calls)
+        together = [state for _, state in batched]
+        for (encoded, _), reference in zip(batched, expected):
+            assert encoded.hidden.shape == reference.hidden.shape
+            _close(encoded.hidden, reference.hidden)
+            _close(encoded.ctc_log_probs, reference.ctc_log_probs)
+        starts = [s + 30 for s in starts]
+    assert [state.pending.shape[1] for state in together] == [0, 0, 0]
+
+
 def test_io_binding_path_gives_the_same_results(exported: Exported) -> None:
     """The CUDA path (caches kept as OrtValues between steps) exercised on the CPU provider."""
     bound = runtime.load(exported.root, RuntimeOptions(provider="cpu", intra_op_threads=1, io_binding=True))

@@ -7,8 +7,10 @@ Encoder (always):
   ``chunk = 0`` is full context; otherwise the chunk-wise mask of semi-AR decoding.
 - ``asr_subsample`` (streaming): ``mel [B, M, F]`` -> ``frames [B, T, D]`` (normalised, x4 subsampled;
   frame ``t`` needs mel frames ``4t .. 4t + 6``, so the runtime keeps the unconsumed tail).
-- ``asr_encoder_chunk`` (streaming): ``frames [B, c, D]`` + per layer ``key, value [B, H, P, Dh]`` and
-  ``conv [B, D, K - 1]`` caches -> ``hidden [B, c, D]``, heads, new caches (all left context kept).
+- ``asr_encoder_chunk`` (streaming): ``frames [B, c, D]``, ``past_lengths [B]`` + per layer
+  ``key, value [B, H, P, Dh]`` and ``conv [B, D, K - 1]`` caches -> ``hidden [B, c, D]``, heads, new
+  caches ``[B, H, P + c, Dh]`` (all left context kept). Row ``b``'s caches hold ``past_lengths[b]``
+  valid positions, the rest padding, so chunks of streams at different positions run as one batch.
 
 Decoders (when the model has them):
 
@@ -32,6 +34,7 @@ from tokenspeech.asr.model_io import AsrBundle
 from tokenspeech.export.graph import GraphSpec, PostProcess, cache_pairs, export_specs, flat_caches, layer_caches
 from tokenspeech.export.manifest import AsrNames, cache_names
 from tokenspeech.models.asr import FRAME_SECONDS, AsrModel
+from tokenspeech.models.asr_encoder import rows_mask_and_rope
 from tokenspeech.models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, subsampled_length
 from tokenspeech.models.transformer import LayerCache, attention_mask
 
@@ -87,11 +90,15 @@ class SubsampleGraph(nn.Module):
 
 
 class EncoderChunkGraph(_Heads):
-    def forward(self, frames: Tensor, *caches: Tensor) -> tuple[Tensor, ...]:
+    """One chunk of each of B streams; row b's caches hold ``past_lengths[b]`` valid positions (padded to P)."""
+
+    def forward(self, frames: Tensor, past_lengths: Tensor, *caches: Tensor) -> tuple[Tensor, ...]:
+        encoder = self.model.encoder
+        mask, rope = rows_mask_and_rope(past_lengths, caches[0], frames, encoder.config.dim // encoder.config.heads)
         x, new = frames, []
-        for i, block in enumerate(self.model.encoder.blocks):
+        for i, block in enumerate(encoder.blocks):
             key, value, conv = caches[3 * i: 3 * i + 3]
-            x, cache, conv = block(x, None, LayerCache(key, value), conv)
+            x, cache, conv = block(x, mask, LayerCache(key, value), conv, rope)
             new += [cache.key, cache.value, conv]
         return (x, *self.heads(x), *new)
 
@@ -183,9 +190,10 @@ def _encoder_specs(model: AsrModel, names: AsrNames, batch: int) -> dict[str, Gr
         names.subsample: GraphSpec(SubsampleGraph(model), (mel,), [names.mel], [names.frames],
                                    {names.mel: {0: "batch", 2: "mel_frames"}, names.frames: frame_axes}),
         names.encoder_chunk: GraphSpec(
-            EncoderChunkGraph(model), (torch.randn(batch, 3, config.dim), *caches),
-            [names.frames, *cache_in], [names.hidden, *heads, *cache_out],
-            {names.frames: frame_axes, names.hidden: frame_axes, **head_axes, **cache_axes}),
+            EncoderChunkGraph(model), (torch.randn(batch, 3, config.dim), torch.tensor([6, 4][:batch]), *caches),
+            [names.frames, names.past_lengths, *cache_in], [names.hidden, *heads, *cache_out],
+            {names.frames: frame_axes, names.past_lengths: {0: "batch"}, names.hidden: frame_axes, **head_axes,
+             **cache_axes}),
     }
 
 

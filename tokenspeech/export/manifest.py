@@ -130,6 +130,7 @@ class AsrNames(_Names):
     chunk: str = "chunk"  # int64 [] encoder frames per attention chunk; 0 = full context
     left_chunks: str = "left_chunks"  # int64 []; 0 = all left context
     frames: str = "frames"  # float32 [B, T, D] subsampled frames before the Conformer blocks
+    past_lengths: str = "past_lengths"  # int64 [B] valid cached positions of each stream (streaming chunk)
     hidden: str = "hidden"  # float32 [B, T, D] encoder output
     lengths: str = "lengths"  # int64 [B] encoder frames
     ctc_log_probs: str = "ctc_log_probs"  # float32 [B, T, V]

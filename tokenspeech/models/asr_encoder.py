@@ -32,6 +32,7 @@ from tokenspeech.models.conformer import (
 )
 from tokenspeech.models.transformer import (
     LayerCache,
+    Rope,
     TransformerConfig,
     rotary_row_tables,
     stack_caches,
@@ -157,9 +158,7 @@ class AsrEncoder(nn.Module):
             return [self._run_chunk(x, states[0], keep)]
         caches, past = stack_caches([[trim_cache(cache, keep) for cache in state.caches] for state in states])
         padded, length = caches[0].length, x.shape[1]
-        keys = torch.arange(padded + length, device=x.device)[None, :]
-        mask = ((keys < past[:, None]) | (keys >= padded))[:, None, None, :]  # [B, 1, 1, P + c]
-        rope = rotary_row_tables(length, self.config.dim // self.config.heads, past)
+        mask, rope = rows_mask_and_rope(past, caches[0].key, x, self.config.dim // self.config.heads)
         conv_caches = [torch.cat(layer) for layer in zip(*(state.conv_caches for state in states))]
         new_caches, new_conv = [], []
         for block, cache, conv_cache in zip(self.blocks, caches, conv_caches):
@@ -182,6 +181,21 @@ class AsrEncoder(nn.Module):
             caches.append(cache)
             conv_caches.append(conv_cache)
         return x, EncoderState(state.features, state.pending, caches, conv_caches, state.frames + x.shape[1])
+
+
+def rows_mask_and_rope(past: Tensor, keys: Tensor, x: Tensor, head_dim: int) -> tuple[Tensor, Rope]:
+    """Key mask ``[B, 1, 1, P + c]`` and rotary tables of streams at their own positions.
+
+    Row ``b`` of the cached keys ``keys [B, H, P, Dh]`` holds ``past[b]``
+    valid positions (the rest padding) and all ``c`` new frames of
+    ``x [B, c, D]`` are real; row ``b``'s new frames sit at positions
+    ``past[b] ..``. Sizes are read from the tensors, so an exported graph
+    keeps them dynamic.
+    """
+    padded = keys.shape[2]
+    index = torch.arange(padded + x.shape[1], device=x.device)[None, :]
+    mask = ((index < past[:, None]) | (index >= padded))[:, None, None, :]
+    return mask, rotary_row_tables(x.shape[1], head_dim, past)
 
 
 def features_needed(chunk: int) -> int:

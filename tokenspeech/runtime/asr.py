@@ -16,12 +16,14 @@ Axes: B batch, M mel bands, F feature frames, T encoder frames, N tokens, D dim,
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tokenspeech.asr.engine import Encoded
+from tokenspeech.decoding.calls import Call
 from tokenspeech.errors import ConfigError
 from tokenspeech.export.manifest import AsrNames, cache_names
 from tokenspeech.features import MelConfig, log_mel_numpy
@@ -31,6 +33,12 @@ from tokenspeech.runtime.sessions import RuntimeOptions, host
 from tokenspeech.text.vocab import Vocabulary
 
 Tensors = dict[str, Any]
+
+
+def _past_length(cache: Any) -> int:
+    """Positions held by a key cache ``[1, H, P, Dh]`` (a NumPy array or an ``OrtValue`` on a device)."""
+    shape = cache.shape if isinstance(cache, np.ndarray) else cache.shape()
+    return int(shape[2])
 
 
 def _rename(outputs: Tensors, sources: list[str], targets: list[str]) -> Tensors:
@@ -93,11 +101,60 @@ class OnnxAsrBackend:
     def encode_stream(self, mel: np.ndarray, state: StreamState, chunk: int, left_chunks: int,
                       final: bool) -> tuple[Encoded, StreamState]:
         """:meth:`AsrEncoder.step` on the exported graphs: whole chunks out, the rest kept (``final`` flushes)."""
+        self._check_chunking(chunk, left_chunks)
+        features, pending = self._subsample(mel, state)
+        caches, outputs = state.caches, []
+        while pending.shape[1] >= chunk or (final and pending.shape[1] > 0):
+            block, pending = pending[:, :chunk], pending[:, chunk:]
+            result, caches = self._run_chunk(np.ascontiguousarray(block), caches)
+            outputs.append(result)
+        return self._join(outputs), StreamState(features, pending, caches)
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        """``encode_stream`` calls of concurrent streams with the same chunking run as one batched pass
+        (host arrays only: with I/O binding the caches stay on the device, one stream at a time)."""
+        if call.method != self.encode_stream or self.graphs[self.names.encoder_chunk].bind:
+            return None
+        _, _, chunk, left_chunks, _ = call.args
+        return self, "encode_stream", chunk, left_chunks
+
+    def run_batch(self, calls: Sequence[Call]) -> list[tuple[Encoded, StreamState]]:
+        """Every stream's ``encode_stream``; the n-th chunks of all streams that have one run as one pass,
+        their caches padded to the longest (``past_lengths`` tells the graph which positions are real)."""
+        _, _, chunk, left_chunks, _ = calls[0].args
+        self._check_chunking(chunk, left_chunks)
+        staged = []
+        for mel, state, _, _, final in (call.args for call in calls):
+            features, pending = self._subsample(mel, state)
+            staged.append([features, pending, state.caches, [], final])
+        while True:
+            lengths: dict[int, list[int]] = {}
+            for index, (_, pending, _, _, final) in enumerate(staged):
+                if pending.shape[1] >= chunk or (final and pending.shape[1] > 0):
+                    lengths.setdefault(min(pending.shape[1], chunk), []).append(index)
+            if not lengths:
+                break
+            for length, rows in lengths.items():
+                blocks = []
+                for index in rows:
+                    blocks.append(staged[index][1][:, :length])
+                    staged[index][1] = staged[index][1][:, length:]
+                results = self._run_chunk_rows(np.concatenate(blocks), [staged[i][2] for i in rows])
+                for index, (result, caches) in zip(rows, results):
+                    staged[index][2] = caches
+                    staged[index][3].append(result)
+        return [(self._join(outputs), StreamState(features, pending, caches))
+                for features, pending, caches, outputs, _ in staged]
+
+    def _check_chunking(self, chunk: int, left_chunks: int) -> None:
         if chunk < 1:
             raise ValueError("streaming needs chunk >= 1 encoder frames")
         if left_chunks not in self.entry["streaming"]["left_chunks"]:
             raise ConfigError(f"the exported streaming encoder keeps all left context (left_chunks 0), "
                               f"not left_chunks {left_chunks}")
+
+    def _subsample(self, mel: np.ndarray, state: StreamState) -> tuple[np.ndarray, np.ndarray]:
+        """New subsampled frames joined to the pending ones; the mel tail the subsampling still needs."""
         names = self.names
         features = np.concatenate([state.features, np.asarray(mel, dtype=np.float32)], axis=2)
         produced = max(0, (features.shape[2] - self.subsampling_context) // self.subsampling + 1)
@@ -105,21 +162,47 @@ class OnnxAsrBackend:
         if produced:
             frames = self.graphs[names.subsample].run({names.mel: features})[names.frames]
             pending = np.concatenate([pending, frames], axis=1)
-        caches, outputs = state.caches, []
-        while pending.shape[1] >= chunk or (final and pending.shape[1] > 0):
-            block, pending = pending[:, :chunk], pending[:, chunk:]
-            result, caches = self._run_chunk(np.ascontiguousarray(block), caches)
-            outputs.append(result)
-        state = StreamState(features[:, :, produced * self.subsampling:], pending, caches)
-        return self._join(outputs), state
+        return features[:, :, produced * self.subsampling:], pending
+
+    def _cache_names(self) -> tuple[list[str], list[str]]:
+        layers, kinds = self.entry["layers"]["encoder"], ("key", "value", "conv")
+        return cache_names(self.names.cache_in, layers, kinds), cache_names(self.names.cache_out, layers, kinds)
 
     def _run_chunk(self, block: np.ndarray, caches: Tensors) -> tuple[Tensors, Tensors]:
         names = self.names
-        layers = self.entry["layers"]["encoder"]
-        kinds = ("key", "value", "conv")
-        cache_in, cache_out = cache_names(names.cache_in, layers, kinds), cache_names(names.cache_out, layers, kinds)
-        outputs = self.graphs[names.encoder_chunk].run({names.frames: block, **caches}, keep=cache_out)
+        cache_in, cache_out = self._cache_names()
+        past = np.array([_past_length(caches[cache_in[0]])], dtype=np.int64)
+        outputs = self.graphs[names.encoder_chunk].run({names.frames: block, names.past_lengths: past, **caches},
+                                                       keep=cache_out)
         return outputs, _rename(outputs, cache_out, cache_in)
+
+    def _run_chunk_rows(self, blocks: np.ndarray, streams: list[Tensors]) -> list[tuple[Tensors, Tensors]]:
+        """One chunk ``[B, c, D]`` of each of B streams (host caches of batch 1 each) as one graph run."""
+        if len(streams) == 1:
+            return [self._run_chunk(blocks, streams[0])]
+        names = self.names
+        cache_in, cache_out = self._cache_names()
+        past = np.array([caches[cache_in[0]].shape[2] for caches in streams], dtype=np.int64)
+        padded, length = int(past.max()), blocks.shape[1]
+        feeds: Tensors = {names.frames: np.ascontiguousarray(blocks), names.past_lengths: past}
+        for name in cache_in:
+            if name.endswith("conv"):
+                feeds[name] = np.concatenate([caches[name] for caches in streams])
+            else:
+                feeds[name] = np.concatenate([np.pad(caches[name], ((0, 0), (0, 0), (0, padded - caches[name].shape[2]),
+                                                                    (0, 0))) for caches in streams])
+        outputs = self.graphs[names.encoder_chunk].run(feeds)
+        results = []
+        for row, own in enumerate(past.tolist()):
+            mine = {name: value[row:row + 1] for name, value in outputs.items() if name not in cache_out}
+            caches = {}
+            for source, target in zip(cache_out, cache_in):
+                value = outputs[source][row:row + 1]
+                if not source.endswith("conv") and own < padded:  # drop the padding between past and new
+                    value = np.concatenate([value[:, :, :own], value[:, :, padded:padded + length]], axis=2)
+                caches[target] = np.ascontiguousarray(value)
+            results.append((mine, caches))
+        return results
 
     def _join(self, outputs: list[Tensors]) -> Encoded:
         names = self.names
