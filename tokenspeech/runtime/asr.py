@@ -113,8 +113,9 @@ class OnnxAsrBackend:
     def batch_key(self, call: Call) -> Hashable | None:
         """``encode_stream`` calls of concurrent streams with the same chunking run as one batched pass
         (host arrays only: with I/O binding the caches stay on the device, one stream at a time)."""
-        if call.method != self.encode_stream or self.graphs[self.names.encoder_chunk].bind:
-            return None
+        graph = self.graphs[self.names.encoder_chunk]
+        if call.method != self.encode_stream or graph.bind or self.names.past_lengths not in graph.inputs:
+            return None  # an export older than past_lengths pads nothing safely: one stream at a time
         _, _, chunk, left_chunks, _ = call.args
         return self, "encode_stream", chunk, left_chunks
 
