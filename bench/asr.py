@@ -6,7 +6,8 @@ Systems (all on the same --threads, default 1; one utterance at a time):
                  character 6-gram LM (the default decoding; --lm none: greedy)
   ctc-greedy     our model, CTC head, greedy, no LM
   paraformer     our model, CIF predictor + parallel decoder (one pass)
-  ar             our model, attention decoder, token by token (--beam)
+  ar             our model, attention decoder, token by token: beam 4 scored
+                 jointly with the CTC head and the same LM (--beam)
   semiar-stream  our model streaming: audio fed in chunk-sized pieces to a
                  StreamingSession (semi-AR blocks with label context), like a live call
   whisper        faster-whisper base int8, beam 5: the same model, folder and
@@ -117,7 +118,7 @@ class OursOffline:
         self.name = name
         decoder = "ctc" if name == "ctc-greedy" else name
         self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder=decoder, beam_size=beam),
-                                          lm if name == "ctc" else None)
+                                          lm if name in ("ctc", "ar") else None)
         self.encoder_cpu = 0.0  # CPU seconds inside the shared encoder: the rest is this decoder's own cost
         backend = self.recognizer.backend  # one per recognizer, so the timing wraps this system alone
         encode = backend.encode
@@ -353,9 +354,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma list of systems (default: all: {','.join(OURS + PEERS)})")
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
     parser.add_argument("--beam", type=int, default=None,
-                        help="beam of our ctc and ar decoders (default: ctc 16 with the LM, else 1 = greedy)")
+                        help="beam of our ctc and ar decoders (default: ctc 16 with the LM, else 1 = greedy; ar 4)")
     parser.add_argument("--lm", default=None,
-                        help="character LM of the ctc system (default: shipped tokenspeech/assets/asr_lm.npz; "
+                        help="character LM of the ctc and ar systems (default: shipped tokenspeech/assets/asr_lm.npz; "
                              "'none': ctc is greedy too)")
     parser.add_argument("--chunk", type=int, default=None,
                         help="streaming chunk in 40 ms encoder frames (default: RecognizerOptions, 6 = 240 ms)")

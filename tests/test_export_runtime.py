@@ -23,6 +23,7 @@ from tiny_exports import export_tiny_models
 from tiny_models import VOICES, speech_like
 
 from tokenspeech import runtime
+from tokenspeech.asr.engine import LM_DECODERS
 from tokenspeech.asr.lm import load_lm
 from tokenspeech.asr.model_io import AsrBundle, load_asr_model, save_asr_model
 from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
@@ -249,8 +250,8 @@ def test_synthesizer_on_onnx_equals_pytorch(exported: Exported, rt: runtime.Runt
 def test_recognizer_on_onnx_equals_pytorch(exported: Exported, rt: runtime.Runtime, decoder: str) -> None:
     audios = [speech_like(2.0, 1), speech_like(1.3, 2), speech_like(0.05, 3)]
     options = RecognizerOptions(decoder=decoder, chunk=4, beam_size=2 if decoder == "ar" else None)
-    shipped_lm = load_lm(None, exported.asr.vocabulary)  # the runtime's default, for ctc
-    expected = TorchRecognizer(exported.asr, options, shipped_lm if decoder == "ctc" else None).transcribe_batch(audios)
+    shipped_lm = load_lm(None, exported.asr.vocabulary)  # the runtime's default, for ctc and ar
+    expected = TorchRecognizer(exported.asr, options, shipped_lm if decoder in LM_DECODERS else None).transcribe_batch(audios)
     actual = rt.recognizer(options).transcribe_batch(audios)
     assert [t.text for t in actual] == [t.text for t in expected]
     assert [t.words for t in actual] == [t.words for t in expected]

@@ -337,7 +337,7 @@ def make_recognizer(decoder: str, model_path: str | Path | None = None, threads:
                     lm: str | Path | None = None, beam_size: int | None = None) -> Recognizer:
     """The shipped (or ``model_path``) ASR model with ``decoder``; ``threads`` > 0 sets torch's CPU threads.
 
-    ``lm``: the character LM of CTC beam search (default: the shipped one; ``"none"``: greedy CTC).
+    ``lm``: the character LM of the ctc and ar searches (default: the shipped one; ``"none"``: none, ctc greedy).
     Raises :class:`ModelLoadError` when the model code, weights or LM are missing.
     """
     if decoder not in DECODERS:
@@ -355,8 +355,9 @@ def make_recognizer(decoder: str, model_path: str | Path | None = None, threads:
         bundle = asr_models.load_asr_model(model_path)
     except OSError as error:
         raise ModelLoadError(f"cannot load the ASR model {model_path or '(shipped)'}: {error}") from error
+    from tokenspeech.asr.engine import LM_DECODERS
     from tokenspeech.asr.lm import load_lm
 
-    language_model = load_lm(lm, bundle.vocabulary) if decoder == "ctc" else None
+    language_model = load_lm(lm, bundle.vocabulary) if decoder in LM_DECODERS else None
     return asr_models.TorchRecognizer(bundle, asr_models.RecognizerOptions(decoder=decoder, beam_size=beam_size),
                                       language_model)

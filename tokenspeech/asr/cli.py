@@ -35,9 +35,11 @@ results go to stdout):
 Decoders: ctc (default) searches 16 hypotheses with the shipped character
 language model (tokenspeech/assets/asr_lm.npz: a 6-gram over the training
 transcripts, which spells what the acoustics only suggest); --no-lm decodes
-greedily, --lm FILE takes one from `tokenspeech train lm`. paraformer (one
-parallel pass), ar (token by token) and semiar (chunked, as in streaming)
-use no LM.
+greedily, --lm FILE takes one from `tokenspeech train lm`. ar runs the
+attention decoder token by token in a beam of 4, scored jointly with the CTC
+head (which stops it from skipping or repeating phrases) and the same LM.
+paraformer (one parallel pass) and semiar (chunked, as in streaming) use no
+LM.
 
 A bad file (missing, unreadable, empty, silent, longer than --max-duration)
 gets a result with its reason and never stops the batch. A summary (files
@@ -84,11 +86,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=DECODERS, default="ctc", help="decoding strategy (default: ctc)")
     parser.add_argument("--model", metavar="PATH", help="ASR weights (default: the shipped model)")
     parser.add_argument("--lm", metavar="PATH", default=None,
-                        help="character LM fused into ctc beam search (default: the shipped 6-gram, "
+                        help="character LM fused into the ctc and ar searches (default: the shipped 6-gram, "
                              "tokenspeech/assets/asr_lm.npz; train one with `tokenspeech train lm`)")
-    parser.add_argument("--no-lm", action="store_true", help="decode ctc without a language model (greedy)")
+    parser.add_argument("--no-lm", action="store_true", help="decode without a language model (ctc: greedy)")
     parser.add_argument("--beam", type=int, default=None, metavar="N",
-                        help="beam size of ctc and ar (default: ctc 16 with the LM, else 1 = greedy)")
+                        help="beam size of ctc and ar (default: ctc 16 with the LM, else 1 = greedy; ar 4)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="most files per batch (default: 16)")
     parser.add_argument("--batch-seconds", type=float, default=240.0, metavar="S",
                         help="most audio seconds per batch (default: 240)")

@@ -53,10 +53,10 @@ class Runtime:
                    lm: str | Path | None = None) -> AsrRecognizer:
         """Speech recognition over the exported ASR model (decoding defaults from the manifest unless given).
 
-        ``lm``: the character LM of ``ctc`` beam search (default: the one shipped with tokenspeech;
-        ``"none"``: greedy CTC).
+        ``lm``: the character LM of the ``ctc`` and ``ar`` searches (default: the one shipped with
+        tokenspeech; ``"none"``: none, so ``ctc`` is greedy).
         """
-        from tokenspeech.asr.engine import AsrRecognizer, RecognizerOptions
+        from tokenspeech.asr.engine import LM_DECODERS, AsrRecognizer, RecognizerOptions
         from tokenspeech.asr.lm import load_lm
         from tokenspeech.runtime.asr import OnnxAsrBackend
 
@@ -65,7 +65,7 @@ class Runtime:
             defaults = self.export.model("asr")["decoding"]
             options = RecognizerOptions(**{k: v for k, v in defaults.items()
                                            if k in RecognizerOptions.__dataclass_fields__})
-        language_model = load_lm(lm, backend.vocabulary) if options.decoder == "ctc" else None
+        language_model = load_lm(lm, backend.vocabulary) if options.decoder in LM_DECODERS else None
         return AsrRecognizer(backend, backend.vocabulary, backend.mel, options, language_model)
 
 

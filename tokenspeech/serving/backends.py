@@ -123,7 +123,7 @@ class RecognizerEngine:
 
     def __init__(self, backend: Any, vocabulary: Any, mel: Any, lm: str | Path | None = None) -> None:
         """``backend`` is an ``AsrBackend`` (:mod:`tokenspeech.asr.engine`); ``mel`` its ``MelConfig``;
-        ``lm`` the character LM of ``ctc`` (:func:`tokenspeech.asr.lm.load_lm`: default shipped, ``"none"``)."""
+        ``lm`` the character LM of ``ctc`` and ``ar`` (:func:`tokenspeech.asr.lm.load_lm`: default shipped, ``"none"``)."""
         from tokenspeech.asr.engine import RecognizerOptions
         from tokenspeech.asr.lm import load_lm
 
@@ -138,12 +138,12 @@ class RecognizerEngine:
         self._recognizers: dict[str, Any] = {}
 
     def recognizer(self, decoder: str) -> Any:
-        from tokenspeech.asr.engine import AsrRecognizer, RecognizerOptions
+        from tokenspeech.asr.engine import LM_DECODERS, AsrRecognizer, RecognizerOptions
 
         if decoder not in self._recognizers:
             self._recognizers[decoder] = AsrRecognizer(self.backend, self.vocabulary, self.mel,
                                                        RecognizerOptions(decoder=decoder),
-                                                       self.lm if decoder == "ctc" else None)
+                                                       self.lm if decoder in LM_DECODERS else None)
         return self._recognizers[decoder]
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], decoder: str) -> list[Transcript]:

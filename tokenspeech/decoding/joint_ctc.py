@@ -1,0 +1,216 @@
+"""Attention beam search scored jointly with the CTC head (and optionally a character LM). NumPy only.
+
+An attention decoder alone may skip a phrase or repeat one until its length
+cap: nothing ties its output to the audio. Joint decoding (Watanabe et al.,
+"Hybrid CTC/Attention Architecture for End-to-End Speech Recognition", 2017)
+ranks each hypothesis ``h`` by::
+
+    (1 - ctc_weight) * log p_att(h) + ctc_weight * log p_ctc(h...) + lm_weight * log p_lm(h) + length_bonus * |h|
+
+where ``p_ctc(h...)`` is the CTC *prefix* probability: the total probability
+of every CTC path whose output starts with ``h``. A hypothesis that repeats a
+phrase the audio holds once, or skips one, gets a vanishing prefix
+probability, so the beam drops it. At ``<eos>`` the prefix probability
+becomes the full CTC probability of ``h``.
+
+:class:`CtcPrefixScorer` computes prefix probabilities for many hypotheses and
+candidate tokens at once. The CTC forward recursion over frames is a pair of
+first-order linear recurrences, so each is a cumulative log-sum-exp
+(``np.logaddexp.accumulate``) over frames instead of a Python loop: one
+extension of a beam costs a few vectorised passes over ``[T, hyps, candidates]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenspeech.decoding.ar import ARResult
+from tokenspeech.decoding.base import StepModel
+from tokenspeech.decoding.ctc import TokenLM
+from tokenspeech.decoding.sampling import log_softmax
+
+NEG_INF = -np.inf
+
+
+@dataclass(frozen=True)
+class CtcPrefix:
+    """CTC forward variables of one hypothesis: log P(frames 0..t emit ``h``, path ends in a token / in blank)."""
+
+    ends_token: np.ndarray  # [T] float64
+    ends_blank: np.ndarray  # [T] float64
+    score: float  # log P(h...) (prefix probability); for the empty prefix 0
+
+    @property
+    def total(self) -> np.ndarray:
+        """log P(frames 0..t emit exactly ``h``) ``[T]``."""
+        return np.logaddexp(self.ends_token, self.ends_blank)
+
+
+class CtcPrefixScorer:
+    """Prefix probabilities of ``h + c`` for hypotheses ``h`` and candidate tokens ``c`` over one utterance.
+
+    ``log_probs [T, V]``: the CTC head's log-softmax for the valid frames.
+    The recursions (``x`` the frame log-probabilities, ``phi_t`` the
+    probability that ``h`` is complete at frame ``t`` and may be followed by
+    ``c``: both of ``h``'s variables, or only ``ends_blank`` when ``c``
+    repeats ``h``'s last token)::
+
+        ends_token_t(h+c) = (ends_token_{t-1}(h+c) + phi_{t-1}) * x_t(c)
+        ends_blank_t(h+c) = (ends_token_{t-1}(h+c) + ends_blank_{t-1}(h+c)) * x_t(blank)
+        P(h+c...)        = sum_t phi_{t-1} * x_t(c)
+
+    are each ``y_t = (y_{t-1} + u_t) * a_t``, whose solution is
+    ``y_t = A_t * sum_{s<=t} u_s / A_{s-1}`` with ``A`` the running product
+    of ``a``: in logs, a cumulative sum and a cumulative log-sum-exp.
+    """
+
+    def __init__(self, log_probs: np.ndarray, blank: int, eos: int) -> None:
+        self.x = np.asarray(log_probs, dtype=np.float64)
+        if self.x.ndim != 2 or len(self.x) == 0:
+            raise ValueError(f"CTC log-probabilities must be [T > 0, V], got shape {self.x.shape}")
+        self.blank, self.eos = blank, eos
+        self.blank_cumulative = np.cumsum(self.x[:, blank])  # log prod_{u<=t} x_u(blank)
+
+    def initial(self) -> CtcPrefix:
+        """The empty prefix: every frame so far is blank."""
+        return CtcPrefix(np.full(len(self.x), NEG_INF), self.blank_cumulative.copy(), 0.0)
+
+    def extend(self, prefixes: Sequence[CtcPrefix], lasts: Sequence[int | None],
+               candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prefix scores of ``prefixes[b] + candidates[b, c]`` ``[B, C]`` and their forward variables ``[B, C, T]`` x 2.
+
+        ``lasts[b]``: the last token of hypothesis ``b`` (None when empty). An
+        ``eos`` candidate scores the full CTC probability of ``h`` (its
+        forward variables are meaningless and left as they come).
+        """
+        x, frames = self.x, len(self.x)
+        candidates = np.asarray(candidates, dtype=np.int64)
+        token_total = np.stack([p.total for p in prefixes], axis=1)  # [T, B]
+        token_blank = np.stack([p.ends_blank for p in prefixes], axis=1)  # [T, B]
+        # phi_t: h complete at t and free to emit c next (a repeat of h's last token needs a blank between)
+        repeat = np.array([[last is not None and c == last for c in row] for last, row in
+                           zip(lasts, candidates.tolist())], dtype=bool)  # [B, C]
+        phi = np.where(repeat[None], token_blank[:, :, None], token_total[:, :, None])  # [T, B, C]
+        empty = np.array([last is None for last in lasts])
+        # phi shifted one frame: phi_{t-1} at t; before frame 0 only the empty prefix is complete (probability 1)
+        phi_prev = np.empty_like(phi)
+        phi_prev[1:] = phi[:-1]
+        phi_prev[0] = np.where(empty[:, None], 0.0, NEG_INF)
+        xc = x[:, candidates]  # [T, B, C]
+        cumulative = np.cumsum(xc, axis=0)
+        cumulative_prev = np.concatenate([np.zeros((1,) + xc.shape[1:]), cumulative[:-1]], axis=0)
+        ends_token = cumulative + np.logaddexp.accumulate(phi_prev - cumulative_prev, axis=0)
+        blank_cum = self.blank_cumulative[:, None, None]
+        blank_prev = np.concatenate([[0.0], self.blank_cumulative[:-1]])[:, None, None]
+        token_prev = np.empty_like(ends_token)
+        token_prev[0] = NEG_INF
+        token_prev[1:] = ends_token[:-1]
+        ends_blank = blank_cum + np.logaddexp.accumulate(token_prev - blank_prev, axis=0)
+        scores = np.logaddexp.reduce(phi_prev + xc, axis=0)  # [B, C]
+        is_eos = candidates == self.eos
+        if is_eos.any():
+            scores = np.where(is_eos, token_total[frames - 1][:, None], scores)
+        return scores, np.moveaxis(ends_token, 0, -1), np.moveaxis(ends_blank, 0, -1)
+
+
+@dataclass(frozen=True)
+class JointDecodingOptions:
+    """Beam search settings; ``lm_weight`` applies when a language model is given."""
+
+    max_length: int
+    eos_id: int
+    blank_id: int = 0
+    beam_size: int = 4
+    ctc_weight: float = 0.3
+    lm_weight: float = 0.3
+    length_bonus: float = 0.0
+    pre_beam: int = 0  # candidates per hypothesis from the attention scores; 0: 1.5 x beam_size (at least 4)
+    excluded: tuple[int, ...] = (0, 1, 2)  # never emitted: <pad>/blank, <unk>, <bos>
+
+    def __post_init__(self) -> None:
+        if self.max_length < 1 or self.beam_size < 1 or self.pre_beam < 0:
+            raise ValueError("max_length and beam_size must be >= 1, pre_beam >= 0")
+        if not 0 <= self.ctc_weight <= 1 or self.lm_weight < 0:
+            raise ValueError("ctc_weight must be in [0, 1] and lm_weight >= 0")
+
+    @property
+    def candidates(self) -> int:
+        return self.pre_beam or max(4, int(1.5 * self.beam_size))
+
+
+@dataclass
+class _Hypothesis:
+    tokens: tuple[int, ...]
+    score: float  # the joint score so far
+    ctc: CtcPrefix
+    lm_history: tuple[int, ...] | None
+
+
+class JointCtcAttentionDecoder:
+    """Beam search over an attention :class:`StepModel` with CTC prefix scores (and a character LM)."""
+
+    def __init__(self, options: JointDecodingOptions, lm: TokenLM | None = None) -> None:
+        self.options, self.lm = options, lm
+
+    def run(self, model: StepModel, state: object, first_token: int, ctc_log_probs: np.ndarray) -> ARResult:
+        """Decode one utterance: ``state`` has batch size 1 (prompt consumed), ``ctc_log_probs [T, V]`` its CTC head.
+
+        ``ARResult.score`` is the joint score of the best hypothesis; ``finished`` is False when it hit ``max_length``.
+        """
+        opts, lm = self.options, self.lm
+        weight_ctc, weight_att = opts.ctc_weight, 1.0 - opts.ctc_weight
+        weight_lm = opts.lm_weight if lm is not None else 0.0
+        scorer = CtcPrefixScorer(ctc_log_probs, opts.blank_id, opts.eos_id)
+        beams = [_Hypothesis((), 0.0, scorer.initial(), lm.history(()) if lm is not None else None)]
+        finished: list[_Hypothesis] = []
+        tokens = np.array([[first_token]], dtype=np.int64)
+        for _ in range(opts.max_length):
+            logits, state = model.step(tokens, state)
+            attention = log_softmax(logits[:, -1].astype(np.float32)).astype(np.float64)  # [B, V]
+            attention[:, list(opts.excluded)] = NEG_INF
+            lm_scores = (np.stack([lm.log_probs(b.lm_history) for b in beams]).astype(np.float64)
+                         if lm is not None else None)
+            ranking = weight_att * attention + (weight_lm * lm_scores if lm_scores is not None else 0.0)
+            count = min(opts.candidates, attention.shape[1])
+            candidates = np.argsort(-ranking, axis=1)[:, :count]  # [B, C]
+            totals = (np.array([b.score for b in beams])[:, None]
+                      + weight_att * np.take_along_axis(attention, candidates, axis=1) + opts.length_bonus)
+            if weight_ctc > 0:
+                ctc_scores, ends_token, ends_blank = scorer.extend(
+                    [b.ctc for b in beams], [b.tokens[-1] if b.tokens else None for b in beams], candidates)
+                previous_ctc = np.array([b.ctc.score for b in beams])[:, None]
+                totals = totals + weight_ctc * (ctc_scores - previous_ctc)
+            if lm_scores is not None:
+                totals = totals + weight_lm * np.take_along_axis(lm_scores, candidates, axis=1)
+            kept: list[_Hypothesis] = []
+            keep_rows: list[int] = []
+            for flat in np.argsort(-totals, axis=None)[: 2 * opts.beam_size]:
+                row, column = divmod(int(flat), count)
+                token, score = int(candidates[row, column]), float(totals[row, column])
+                if not np.isfinite(score):
+                    break
+                parent = beams[row]
+                if token == opts.eos_id:
+                    finished.append(_Hypothesis(parent.tokens, score - opts.length_bonus, parent.ctc, None))
+                elif len(kept) < opts.beam_size:
+                    prefix = (CtcPrefix(ends_token[row, column], ends_blank[row, column], float(ctc_scores[row, column]))
+                              if weight_ctc > 0 else parent.ctc)
+                    history = lm.history(parent.tokens + (token,)) if lm is not None else None
+                    kept.append(_Hypothesis(parent.tokens + (token,), score, prefix, history))
+                    keep_rows.append(row)
+            if not kept or (finished and max(f.score for f in finished) >= max(k.score for k in kept)
+                            and opts.length_bonus <= 0):
+                break  # without a length bonus scores only fall: no live hypothesis can still win
+            if len(finished) >= opts.beam_size:
+                break
+            beams = kept
+            state = model.select(state, np.array(keep_rows, dtype=np.int64))
+            tokens = np.array([[k.tokens[-1]] for k in kept], dtype=np.int64)
+        if finished:
+            best = max(finished, key=lambda h: h.score)
+            return ARResult(list(best.tokens), best.score, True)
+        best = max(beams, key=lambda h: h.score)
+        return ARResult(list(best.tokens), best.score, False)
