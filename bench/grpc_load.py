@@ -104,6 +104,7 @@ def running_server(args: argparse.Namespace, models: ModelPaths, max_batch: int,
     command = [sys.executable, "-m", "tokenspeech", "serve", "--host", HOST, "--port", str(port),
                "--models", f"tts={models.tts}", f"asr={models.asr}", "--codec", str(models.codec),
                "--backend", args.backend, "--max-streams", str(max_streams), "--max-batch", str(max_batch),
+               "--batch-patience", str(args.batch_patience),
                "--grace", "1", "--onnx-cache", str(workdir / "onnx-cache")]
     if args.backend == "onnx":
         command += ["--threads", str(args.threads)]
@@ -375,6 +376,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single", type=int, default=5, help="sequential streams for the one-stream latency")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams (and recognitions)")
     parser.add_argument("--max-batch", type=int, default=16, help="batch size compared with 1")
+    parser.add_argument("--batch-patience", type=int, default=4,
+                        help="the server's --batch-patience (turns a smaller group waits for a larger one)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="mixed soak run; 0 = skip")
     parser.add_argument("--soak-clients", type=int, default=4)
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds for the whole run")
@@ -383,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.single, args.streams, args.max_batch, args.soak_clients, args.threads) < 1:
         parser.error("--single, --streams, --max-batch, --soak-clients and --threads must be >= 1")
+    if args.batch_patience < 0:
+        parser.error("--batch-patience must be >= 0")
     if not 0 <= args.soak_minutes <= 24 * 60 or args.time_limit <= 0:
         parser.error("--soak-minutes must be in 0..1440 and --time-limit positive")
     return args
@@ -393,6 +398,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     models = (save_random_models(args.random, workdir / "models", args.codec) if args.random
               else ModelPaths(args.tts, args.asr, args.codec))
     results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "streams": args.streams,
+                               "batch_patience": args.batch_patience,
                                "models": f"random {args.random}-size" if args.random else "trained models",
                                "threads": args.threads, "rounds": {}}
     for batch in dict.fromkeys((args.max_batch, 1)):

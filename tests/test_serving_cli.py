@@ -70,6 +70,8 @@ def test_server_config_is_validated_in_one_place(tmp_path: Path) -> None:
         ServerConfig(max_streams=0)
     with pytest.raises(ConfigError, match="choose one of: torch, onnx"):
         ServerConfig(backend="tensorrt")
+    with pytest.raises(ConfigError, match="--batch-patience"):
+        ServerConfig(batch_patience=-1)
 
 
 def test_registry_loads_models_by_their_cards(saved_models: Path, tmp_path: Path) -> None:

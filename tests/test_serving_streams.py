@@ -170,3 +170,85 @@ def test_a_released_pause_resumes_the_task_and_cancel_wakes_a_paused_one(batcher
     with pytest.raises(Exception) as raised:
         cancelled.result(5)
     assert type(raised.value).__name__ == "CancelledError"
+
+
+# ----------------------------------------------------------------------------- which groups run in a turn
+
+
+class Keyed:
+    """A fake model with two kinds of pass (``a``, ``b``) that batch separately; logs ``(kind, rows)`` per pass."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[str, int]] = []
+
+    def a(self, x: int) -> int:
+        return self.run_batch([Call(self.a, (x,))])[0]
+
+    def b(self, x: int) -> int:
+        return self.run_batch([Call(self.b, (x,))])[0]
+
+    def batch_key(self, call: Call) -> Hashable | None:
+        return call.method.__name__
+
+    def run_batch(self, calls: Sequence[Call]) -> list[int]:
+        self.passes.append((calls[0].method.__name__, len(calls)))
+        return [call.args[0] + 1 for call in calls]
+
+
+def program(model: Keyed, kinds: str, log: list[str] | None = None, name: str = "") -> Program[int]:
+    value = 0
+    for kind in kinds:
+        value = yield Call(getattr(model, kind), (value,))
+        if log is not None:
+            log.append(name)
+    return value
+
+
+def _run_together(worker: Batcher, programs: list[Program[int]]) -> list[int]:
+    release = hold(worker)  # every program starts in the same turn
+    futures = [worker.submit_program(p) for p in programs]
+    release.set()
+    return [f.result(10) for f in futures]
+
+
+def test_a_smaller_group_waits_for_the_larger_one_and_joins_its_next_pass() -> None:
+    model = Keyed()
+    worker = Batcher("phases", max_batch=8, patience=4)
+    worker.start()
+    try:
+        # three sessions about to run pass a then b, one already at b: out of phase by one call
+        results = _run_together(worker, [program(model, "ab") for _ in range(3)] + [program(model, "b")])
+    finally:
+        worker.stop(5)
+    assert results == [2, 2, 2, 1]
+    assert model.passes == [("a", 3), ("b", 4)]  # the lone b waited one turn and rode along
+
+
+def test_without_patience_every_group_runs_every_turn() -> None:
+    model = Keyed()
+    worker = Batcher("eager", max_batch=8, patience=0)
+    worker.start()
+    try:
+        _run_together(worker, [program(model, "ab") for _ in range(3)] + [program(model, "b")])
+    finally:
+        worker.stop(5)
+    assert model.passes == [("a", 3), ("b", 1), ("b", 3)]
+
+
+def test_a_waiting_group_runs_after_patience_turns_even_if_the_crowd_never_comes() -> None:
+    model, log = Keyed(), []
+    worker = Batcher("starve", max_batch=8, patience=2)
+    worker.start()
+    try:
+        _run_together(worker, [program(model, "a" * 10, log, "crowd") for _ in range(3)]
+                      + [program(model, "b", log, "lone")])
+    finally:
+        worker.stop(5)
+    # turns 1 and 2: the crowd's a passes while b waits; turn 3: b has waited 2 turns and runs too
+    assert log.index("lone") == 2 * 3 + 3
+    assert ("b", 1) in model.passes and model.passes.count(("a", 3)) == 10
+
+
+def test_patience_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="patience"):
+        Batcher("bad", patience=-1)

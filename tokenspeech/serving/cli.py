@@ -55,6 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=16,
                         help="sessions stepped together, their model passes merged into batched calls "
                              "(1 = one at a time)")
+    parser.add_argument("--batch-patience", type=int, default=4, metavar="TURNS",
+                        help="turns a smaller group of sessions may wait for a larger group at another point of "
+                             "its loop, so that both run as one batch afterwards (0 = never wait; default 4)")
     parser.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' on every call")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = ServerConfig(host=args.host, port=args.port, models=tuple(ModelSpec.parse(m) for m in args.models),
                           backend=args.backend, max_streams=args.max_streams, max_batch=args.max_batch,
-                          token=args.token,
+                          batch_patience=args.batch_patience, token=args.token,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
                           grace_seconds=args.grace, codec=args.codec,
                           onnx_cache=args.onnx_cache, threads=args.threads)

@@ -49,6 +49,7 @@ class ServerConfig:
     tls_key: Path | None = None
     metrics_port: int | None = None  # Prometheus text endpoint; None = off
     max_batch: int = 16  # sessions the batcher steps together (their passes batched)
+    batch_patience: int = 4  # turns a smaller group of passes may wait to fall in with a larger one (Batcher)
     grace_seconds: float = 10.0  # how long shutdown lets running streams finish
     codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
     onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir
@@ -63,6 +64,8 @@ class ServerConfig:
             raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
         if self.max_streams < 1 or self.max_batch < 1:
             raise ConfigError("--max-streams and the batch size must be at least 1")
+        if self.batch_patience < 0:
+            raise ConfigError(f"--batch-patience must be >= 0, got {self.batch_patience}")
         if self.threads < 0:
             raise ConfigError("--threads must be >= 0 (0 = onnxruntime's default)")
         if self.grace_seconds < 0:

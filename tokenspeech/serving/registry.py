@@ -38,22 +38,23 @@ class Loaded(Generic[E]):
 
 
 class ModelRegistry:
-    def __init__(self, max_batch: int = 16) -> None:
+    def __init__(self, max_batch: int = 16, patience: int = 4) -> None:
         self.max_batch = max_batch
+        self.patience = patience
         self.tts: dict[str, Loaded[TtsEngine]] = {}
         self.asr: dict[str, Loaded[AsrEngine]] = {}
         self.codec: Loaded[CodecEngine] | None = None
 
     def add_tts(self, name: str, engine: TtsEngine) -> None:
         self._check_new(name)
-        self.tts[name] = Loaded(name, TTS, engine, Batcher(f"tts-{name}", self.max_batch))
+        self.tts[name] = Loaded(name, TTS, engine, Batcher(f"tts-{name}", self.max_batch, self.patience))
 
     def add_asr(self, name: str, engine: AsrEngine) -> None:
         self._check_new(name)
-        self.asr[name] = Loaded(name, ASR, engine, Batcher(f"asr-{name}", self.max_batch))
+        self.asr[name] = Loaded(name, ASR, engine, Batcher(f"asr-{name}", self.max_batch, self.patience))
 
     def set_codec(self, name: str, engine: CodecEngine) -> None:
-        self.codec = Loaded(name, CODEC, engine, Batcher(f"codec-{name}", self.max_batch))
+        self.codec = Loaded(name, CODEC, engine, Batcher(f"codec-{name}", self.max_batch, self.patience))
 
     def _check_new(self, name: str) -> None:
         if name in self.tts or name in self.asr:
@@ -109,7 +110,7 @@ def served_names(spec: ModelSpec, kinds: tuple[str, ...]) -> list[tuple[str, str
 def load_registry(config: ServerConfig, backend: Backend | None = None) -> ModelRegistry:
     """Load the codec and every model ``config`` names (default: the shipped ones that exist)."""
     backend = backend or get_backend(config)
-    registry = ModelRegistry(config.max_batch)
+    registry = ModelRegistry(config.max_batch, config.batch_patience)
     codec = backend.load_codec(config.codec)
     registry.set_codec(codec.info.name, codec)
     specs = list(config.models) or _default_specs()
