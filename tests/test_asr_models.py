@@ -321,6 +321,31 @@ def test_training_resumes_exactly(tmp_path: Path) -> None:
         train_asr(_options(tmp_path / "empty", 2, resume=True))
 
 
+def test_sigterm_stops_training_after_the_step_with_a_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    from tokenspeech.training import asr as asr_training
+
+    original, calls = asr_training.train_step, []
+
+    def step_then_signal(run):
+        values = original(run)
+        calls.append(run.step)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` from another shell
+        return values
+
+    monkeypatch.setattr(asr_training, "train_step", step_then_signal)
+    handler = signal.getsignal(signal.SIGTERM)
+    summary = train_asr(_options(tmp_path, 8))
+    assert summary["steps"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is handler  # the training's handler is gone again
+    train_asr(_options(tmp_path, 3, resume=True))  # and the run goes on from there
+    assert [r["step"] for r in _log_rows(tmp_path) if "ctc" in r] == [1, 2, 3]
+
+
 def test_cli_builds_options(tmp_path: Path) -> None:
     import argparse
 

@@ -55,6 +55,7 @@ from tokenspeech.training.asr_data import (
 )
 from tokenspeech.training.asr_losses import LossWeights, asr_losses
 from tokenspeech.training.augment import AugmentOptions
+from tokenspeech.training.stopping import stop_requests
 
 logger = logging.getLogger(__name__)
 
@@ -313,15 +314,18 @@ def train_asr(options: AsrTrainOptions) -> dict[str, Any]:
                 ",".join(run.model.config.decoders))
     started, values = time.time(), {}
     end = min(options.steps, options.stop_at_step or options.steps)
-    while run.step < end:
-        step_values = train_step(run)
-        run.step += 1
-        out_of_time = options.time_limit_minutes is not None and time.time() - started > 60 * options.time_limit_minutes
-        if step_values is not None:
-            values = step_values
-            _after_step(run, values, started, last=run.step == end or out_of_time)
-        if out_of_time:
-            logger.info("time limit reached at step %d; continue with --resume", run.step)
-            break
+    with stop_requests() as stop:
+        while run.step < end:
+            step_values = train_step(run)
+            run.step += 1
+            out_of_time = (options.time_limit_minutes is not None
+                           and time.time() - started > 60 * options.time_limit_minutes)
+            if step_values is not None:
+                values = step_values
+                _after_step(run, values, started, last=run.step == end or out_of_time or stop.requested)
+            if out_of_time or stop.requested:
+                logger.info("%s at step %d; continue with --resume", stop.signal_name or "time limit reached",
+                            run.step)
+                break
     return {"steps": run.step, "last": values, "parameters": count_parameters(run.model),
             "decoders": list(run.model.config.decoders)}

@@ -23,7 +23,7 @@ def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--out", type=Path, required=True, help="run folder: last.pt, train_log.jsonl, asr.*")
     parser.add_argument("--steps", type=int, default=1800, help="total optimisation steps (the LR schedule)")
     parser.add_argument("--stop-at-step", type=int, default=None, help="end this process early; --resume later")
-    parser.add_argument("--time-limit-minutes", type=float, default=None, help="end after this wall time")
+    parser.add_argument("--time-limit-minutes", type=float, default=None, help="end after this wall time, checkpointed (Ctrl-C or SIGTERM stops the same way)")
     parser.add_argument("--max-batch-seconds", type=float, default=120.0, help="padded audio per batch")
     parser.add_argument("--max-utterance-seconds", type=float, default=20.0,
                         help="leave longer training utterances out (a short first phase, then --resume with more, "

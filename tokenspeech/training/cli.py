@@ -39,7 +39,7 @@ _CODEC_FLAGS: tuple[Flag, ...] = (
     ("--checkpoint-interval", int, "steps between validations + checkpoints (last.pt)"),
     ("--export-interval", int, "steps between exports of tscodec.safetensors"),
     ("--adversarial-start", int, "step at which the discriminator switches on (with --adversarial)"),
-    ("--time-limit-minutes", float, "stop cleanly (validate, checkpoint, export) after this wall time"),
+    ("--time-limit-minutes", float, "stop cleanly (validate, checkpoint, export) after this wall time; Ctrl-C or SIGTERM stops the same way"),
 )
 
 

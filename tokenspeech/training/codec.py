@@ -53,6 +53,7 @@ from tokenspeech.training.losses import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
+from tokenspeech.training.stopping import stop_requests
 
 logger = logging.getLogger(__name__)
 
@@ -453,22 +454,23 @@ def train_codec(options: CodecTrainOptions) -> CodecTrainResult:
     deadline = None if limit is None else time.monotonic() + 60 * limit
     averages = _Averages()
     last: dict[str, Any] = {}
-    while trainer.step < options.steps:
-        averages.add(trainer.train_step())
-        step = trainer.step
-        out_of_time = deadline is not None and time.monotonic() > deadline
-        if step % options.log_interval == 0 or step == options.steps or out_of_time:
-            last = {"step": step, **averages.pop()}
-            log.write(last)
-        if step % options.checkpoint_interval == 0 or step == options.steps or out_of_time:
-            log.write({"step": step, **trainer.validate()})
-            trainer.checkpoint()
-        if out_of_time:
-            logger.warning("time limit of %g min reached at step %d of %d; resume with --resume", limit, step,
-                           options.steps)
-            break
-        if step % options.export_interval == 0 and step < options.steps:
-            trainer.export()
+    with stop_requests() as stop:
+        while trainer.step < options.steps:
+            averages.add(trainer.train_step())
+            step = trainer.step
+            ending = (deadline is not None and time.monotonic() > deadline) or stop.requested
+            if step % options.log_interval == 0 or step == options.steps or ending:
+                last = {"step": step, **averages.pop()}
+                log.write(last)
+            if step % options.checkpoint_interval == 0 or step == options.steps or ending:
+                log.write({"step": step, **trainer.validate()})
+                trainer.checkpoint()
+            if ending:
+                reason = stop.signal_name or f"time limit of {limit:g} min reached"
+                logger.warning("%s at step %d of %d; resume with --resume", reason, step, options.steps)
+                break
+            if step % options.export_interval == 0 and step < options.steps:
+                trainer.export()
     weights, card = trainer.export()
     return CodecTrainResult(trainer.step, weights, card, last, trainer.last_validation)
 

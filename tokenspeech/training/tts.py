@@ -51,6 +51,7 @@ from tokenspeech.models.aligner import Aligner, AlignerConfig, forward_sum_loss
 from tokenspeech.models.frontend import LogMel
 from tokenspeech.models.tts import TtsConfig, TtsModel, block_causal_mask, count_parameters
 from tokenspeech.text.vocab import Vocabulary, phoneme_vocabulary
+from tokenspeech.training.stopping import stop_requests
 from tokenspeech.training.tts_data import (
     BatchStream,
     TokenCache,
@@ -503,26 +504,35 @@ def train_model(options: TtsTrainOptions, data: PreparedData, log: RunLog) -> Tt
     started, window = time.time(), []
     last = min(options.steps, options.stop_at) if options.stop_at else options.steps
     deadline = None if options.time_limit_minutes is None else started + 60 * options.time_limit_minutes
-    while run.step < last:
-        window.append(run.train_step(stream))
-        if deadline is not None and time.time() > deadline:
-            logger.info("time limit reached at step %d; checkpointing (resume with --resume)", run.step)
-            last = run.step
-        if run.step % options.log_every == 0 or run.step == last:
-            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            log.write(phase="tts", step=run.step, lr=_lr(options, run.step - 1),
-                      seconds=time.time() - started, **mean)
-            logger.info("tts step %d: total %.3f stage %.3f acc %.3f ar %.3f duration %.3f", run.step, mean["total"],
-                        mean["stage"], mean["stage_accuracy"], mean.get("ar", 0.0), mean["duration"])
-            window = []
-        if run.step % options.checkpoint_every == 0 or run.step == last:
-            run.dev = evaluate(run.model, data.caches["dev"], options)
-            log.write(phase="tts", step=run.step, **run.dev)
-            run.checkpoint()
-        if run.step % options.export_every == 0 and run.step < last:
-            run.export()
+    with stop_requests() as stop:
+        while run.step < last:
+            window.append(run.train_step(stream))
+            if (deadline is not None and time.time() > deadline) or stop.requested:
+                logger.info("%s at step %d; checkpointing (resume with --resume)",
+                            stop.signal_name or "time limit reached", run.step)
+                last = run.step
+            window = _after_step(run, options, log, window, started, last)
     weights = run.export()
     return TtsTrainResult(run.step, weights, weights.with_suffix(".json"), run.dev)
+
+
+def _after_step(run: _TtsRun, options: TtsTrainOptions, log: RunLog, window: list[dict[str, float]],
+                started: float, last: int) -> list[dict[str, float]]:
+    """Log, evaluate and checkpoint, export when due; returns the loss window still to be logged."""
+    if run.step % options.log_every == 0 or run.step == last:
+        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+        log.write(phase="tts", step=run.step, lr=_lr(options, run.step - 1),
+                  seconds=time.time() - started, **mean)
+        logger.info("tts step %d: total %.3f stage %.3f acc %.3f ar %.3f duration %.3f", run.step, mean["total"],
+                    mean["stage"], mean["stage_accuracy"], mean.get("ar", 0.0), mean["duration"])
+        window = []
+    if run.step % options.checkpoint_every == 0 or run.step == last:
+        run.dev = evaluate(run.model, run.data.caches["dev"], options)
+        log.write(phase="tts", step=run.step, **run.dev)
+        run.checkpoint()
+    if run.step % options.export_every == 0 and run.step < last:
+        run.export()
+    return window
 
 
 def train_tts(options: TtsTrainOptions, codec: Any | None = None) -> TtsTrainResult:

@@ -23,7 +23,7 @@ from tokenspeech.training.flags import Flag, add_flags, given_options
 _FLAGS: tuple[Flag, ...] = (
     ("--steps", int, "TTS optimiser steps (a resumed run stops at the same total)"),
     ("--stop-at", int, "stop (checkpointed) at this step this time; --resume continues to --steps"),
-    ("--time-limit-minutes", float, "stop the TTS phase after this wall time (checkpointed; --resume continues)"),
+    ("--time-limit-minutes", float, "stop the TTS phase after this wall time (checkpointed; --resume continues); Ctrl-C or SIGTERM stops the same way"),
     ("--aligner-steps", int, "aligner optimiser steps (phase 2)"),
     ("--codebooks", int, "codec codebooks to model (6 = 1.5 kbps with tscodec)"),
     ("--max-batch-frames", int, "padded 25 Hz frames per batch"),
