@@ -124,8 +124,8 @@ class JointDecodingOptions:
     eos_id: int
     blank_id: int = 0
     beam_size: int = 4
-    ctc_weight: float = 0.3
-    lm_weight: float = 0.3
+    ctc_weight: float = 0.5
+    lm_weight: float = 0.5
     length_bonus: float = 0.0
     pre_beam: int = 0  # candidates per hypothesis from the attention scores; 0: 1.5 x beam_size (at least 4)
     excluded: tuple[int, ...] = (0, 1, 2)  # never emitted: <pad>/blank, <unk>, <bos>
