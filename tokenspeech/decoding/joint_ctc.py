@@ -154,6 +154,8 @@ class JointCtcAttentionDecoder:
 
     def __init__(self, options: JointDecodingOptions, lm: TokenLM | None = None) -> None:
         self.options, self.lm = options, lm
+        self.weight_ctc, self.weight_att = options.ctc_weight, 1.0 - options.ctc_weight
+        self.weight_lm = options.lm_weight if lm is not None else 0.0
 
     def run(self, model: StepModel, state: object, first_token: int, ctc_log_probs: np.ndarray) -> ARResult:
         """Decode one utterance: ``state`` has batch size 1 (prompt consumed), ``ctc_log_probs [T, V]`` its CTC head.
@@ -161,56 +163,61 @@ class JointCtcAttentionDecoder:
         ``ARResult.score`` is the joint score of the best hypothesis; ``finished`` is False when it hit ``max_length``.
         """
         opts, lm = self.options, self.lm
-        weight_ctc, weight_att = opts.ctc_weight, 1.0 - opts.ctc_weight
-        weight_lm = opts.lm_weight if lm is not None else 0.0
         scorer = CtcPrefixScorer(ctc_log_probs, opts.blank_id, opts.eos_id)
         beams = [_Hypothesis((), 0.0, scorer.initial(), lm.history(()) if lm is not None else None)]
         finished: list[_Hypothesis] = []
         tokens = np.array([[first_token]], dtype=np.int64)
         for _ in range(opts.max_length):
             logits, state = model.step(tokens, state)
-            attention = log_softmax(logits[:, -1].astype(np.float32)).astype(np.float64)  # [B, V]
-            attention[:, list(opts.excluded)] = NEG_INF
-            lm_scores = (np.stack([lm.log_probs(b.lm_history) for b in beams]).astype(np.float64)
-                         if lm is not None else None)
-            ranking = weight_att * attention + (weight_lm * lm_scores if lm_scores is not None else 0.0)
-            count = min(opts.candidates, attention.shape[1])
-            candidates = np.argsort(-ranking, axis=1)[:, :count]  # [B, C]
-            totals = (np.array([b.score for b in beams])[:, None]
-                      + weight_att * np.take_along_axis(attention, candidates, axis=1) + opts.length_bonus)
-            if weight_ctc > 0:
-                ctc_scores, ends_token, ends_blank = scorer.extend(
-                    [b.ctc for b in beams], [b.tokens[-1] if b.tokens else None for b in beams], candidates)
-                previous_ctc = np.array([b.ctc.score for b in beams])[:, None]
-                totals = totals + weight_ctc * (ctc_scores - previous_ctc)
-            if lm_scores is not None:
-                totals = totals + weight_lm * np.take_along_axis(lm_scores, candidates, axis=1)
-            kept: list[_Hypothesis] = []
-            keep_rows: list[int] = []
-            for flat in np.argsort(-totals, axis=None)[: 2 * opts.beam_size]:
-                row, column = divmod(int(flat), count)
-                token, score = int(candidates[row, column]), float(totals[row, column])
-                if not np.isfinite(score):
-                    break
-                parent = beams[row]
-                if token == opts.eos_id:
-                    finished.append(_Hypothesis(parent.tokens, score - opts.length_bonus, parent.ctc, None))
-                elif len(kept) < opts.beam_size:
-                    prefix = (CtcPrefix(ends_token[row, column], ends_blank[row, column], float(ctc_scores[row, column]))
-                              if weight_ctc > 0 else parent.ctc)
-                    history = lm.history(parent.tokens + (token,)) if lm is not None else None
-                    kept.append(_Hypothesis(parent.tokens + (token,), score, prefix, history))
-                    keep_rows.append(row)
-            if not kept or (finished and max(f.score for f in finished) >= max(k.score for k in kept)
-                            and opts.length_bonus <= 0):
-                break  # without a length bonus scores only fall: no live hypothesis can still win
-            if len(finished) >= opts.beam_size:
+            kept, rows = self._advance(beams, logits[:, -1], scorer, finished)
+            if not kept or self._settled(kept, finished):
                 break
             beams = kept
-            state = model.select(state, np.array(keep_rows, dtype=np.int64))
+            state = model.select(state, np.array(rows, dtype=np.int64))
             tokens = np.array([[k.tokens[-1]] for k in kept], dtype=np.int64)
-        if finished:
-            best = max(finished, key=lambda h: h.score)
-            return ARResult(list(best.tokens), best.score, True)
-        best = max(beams, key=lambda h: h.score)
-        return ARResult(list(best.tokens), best.score, False)
+        pool = finished or beams
+        best = max(pool, key=lambda h: h.score)
+        return ARResult(list(best.tokens), best.score, bool(finished))
+
+    def _advance(self, beams: list[_Hypothesis], logits: np.ndarray, scorer: CtcPrefixScorer,
+                 finished: list[_Hypothesis]) -> tuple[list[_Hypothesis], list[int]]:
+        """Extend every hypothesis by its best candidates; endings go to ``finished``. Returns the new beam
+        and, for each of its hypotheses, the row of its parent."""
+        opts, lm = self.options, self.lm
+        attention = log_softmax(logits.astype(np.float32)).astype(np.float64)  # [B, V]
+        attention[:, list(opts.excluded)] = NEG_INF
+        lm_scores = np.stack([lm.log_probs(b.lm_history) for b in beams]).astype(np.float64) if lm else None
+        ranking = self.weight_att * attention + (self.weight_lm * lm_scores if lm_scores is not None else 0.0)
+        count = min(opts.candidates, attention.shape[1])
+        candidates = np.argsort(-ranking, axis=1)[:, :count]  # [B, C]: the pre-beam
+        totals = (np.array([b.score for b in beams])[:, None] + opts.length_bonus
+                  + np.take_along_axis(ranking, candidates, axis=1))
+        if self.weight_ctc > 0:
+            ctc_scores, ends_token, ends_blank = scorer.extend(
+                [b.ctc for b in beams], [b.tokens[-1] if b.tokens else None for b in beams], candidates)
+            totals = totals + self.weight_ctc * (ctc_scores - np.array([b.ctc.score for b in beams])[:, None])
+        kept: list[_Hypothesis] = []
+        rows: list[int] = []
+        for flat in np.argsort(-totals, axis=None)[: 2 * opts.beam_size]:
+            row, column = divmod(int(flat), count)
+            token, score = int(candidates[row, column]), float(totals[row, column])
+            if not np.isfinite(score):
+                break
+            parent = beams[row]
+            if token == opts.eos_id:  # the ending earns no length bonus
+                finished.append(_Hypothesis(parent.tokens, score - opts.length_bonus, parent.ctc, None))
+            elif len(kept) < opts.beam_size:
+                prefix = (CtcPrefix(ends_token[row, column], ends_blank[row, column], float(ctc_scores[row, column]))
+                          if self.weight_ctc > 0 else parent.ctc)
+                history = lm.history(parent.tokens + (token,)) if lm is not None else None
+                kept.append(_Hypothesis(parent.tokens + (token,), score, prefix, history))
+                rows.append(row)
+        return kept, rows
+
+    def _settled(self, kept: list[_Hypothesis], finished: list[_Hypothesis]) -> bool:
+        """Whether the search can stop: a full beam of endings, or (without a length bonus, when scores only
+        fall) an ending that no live hypothesis can overtake."""
+        if len(finished) >= self.options.beam_size:
+            return True
+        return (bool(finished) and self.options.length_bonus <= 0
+                and max(f.score for f in finished) >= max(k.score for k in kept))
