@@ -182,6 +182,23 @@ def test_recognizer_batches_and_word_times(bundle: AsrBundle, decoder: str) -> N
             assert [w.word for w in transcript.words] == transcript.text.split()
 
 
+def test_ar_without_ctc_weight_is_the_attention_decoder_alone(bundle: AsrBundle) -> None:
+    audio = speech_like(1.5, 7)
+    alone = TorchRecognizer(bundle, RecognizerOptions(decoder="ar", ctc_weight=0.0, beam_size=1))
+    mel, lengths = alone.features([audio])
+    encoded = alone.backend.encode(mel, lengths, 0, 0)
+    adapter = alone.backend.attention_step()
+    vocab = bundle.vocabulary
+    max_length = max(2, int(encoded.hidden.shape[1] * 0.04 * 40))
+    greedy = ARDecoder(ARDecodingOptions(max_length=max_length, eos_id=vocab.eos_id)).run(
+        adapter, adapter.prepare(encoded.hidden, encoded.lengths), np.array([vocab.bos_id]))[0]
+    assert alone.transcribe_batch([audio])[0].text == " ".join(vocab.decode(greedy.tokens).split())
+    joint = TorchRecognizer(bundle, RecognizerOptions(decoder="ar")).transcribe_batch([audio])[0]
+    assert isinstance(joint.text, str)
+    with pytest.raises(ConfigError, match="ctc_weight"):
+        RecognizerOptions(decoder="ar", ctc_weight=1.5)
+
+
 def test_ctc_beam_option_runs(bundle: AsrBundle) -> None:
     recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="ctc", beam_size=4))
     assert isinstance(recognizer.transcribe_batch([speech_like(1.0)])[0].text, str)
