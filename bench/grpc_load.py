@@ -376,7 +376,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single", type=int, default=5, help="sequential streams for the one-stream latency")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams (and recognitions)")
     parser.add_argument("--max-batch", type=int, default=16, help="batch size compared with 1")
-    parser.add_argument("--batch-patience", type=int, default=4,
+    parser.add_argument("--batch-patience", type=int, default=0,
                         help="the server's --batch-patience (turns a smaller group waits for a larger one)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="mixed soak run; 0 = skip")
     parser.add_argument("--soak-clients", type=int, default=4)

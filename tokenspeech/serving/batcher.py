@@ -15,17 +15,16 @@ gets its own slice of the result. So concurrent sessions advance in
 lockstep through shared passes, sessions joining and leaving between turns.
 ``max_batch = 1`` runs one task at a time: the unbatched baseline.
 
-Which groups run in a turn: the largest batchable group always does; a
-smaller batchable group waits, unless one of its tasks has already waited
-``patience`` turns. Sessions that started at different times sit at
-different points of their loop (one at a block pass, another at a codec
-step), and running every group every turn would keep them out of phase for
-good, each pass half empty; waiting lets the stragglers fall in with the
-crowd. Calls that cannot batch (no key) run at once, since waiting would
-not make them any cheaper. With 16 closed-loop synthesis clients on one
-thread this raised sustained throughput from 19.3 to 24.6 audio seconds per
-second and lowered first-chunk latency (p95 1,025 -> 691 ms); patience 2
-gave 20.9 and 6 gave 21.5 (``bench/grpc_load.py`` measures the server).
+Which groups run in a turn: by default (``patience = 0``) every group. With
+``patience > 0`` the largest batchable group runs and a smaller batchable
+group waits until one of its tasks has waited ``patience`` turns, so that
+sessions at different points of their loop (one at a block pass, another
+at a codec step) fall into step and share fuller passes; calls that cannot
+batch always run at once. Measured (docs/serving.md): with 16 closed-loop
+clients in-process it filled the passes (block passes 5.8 -> 9.5 sessions
+each) but the throughput change stayed within the noise, and in the gRPC
+load test (16 streams started together) it lost 2 % of throughput and
+raised the first-chunk p95 from 427 to 535 ms. So it is off by default.
 
 A task may also yield a :class:`Pause`: it leaves the worker (keeping its
 place in no batch) until someone releases the pause, then rejoins at the
@@ -125,7 +124,7 @@ def _one_call(call: Call) -> Program[Any]:
 class Batcher:
     """The worker thread of one model. ``start`` it before submitting and ``stop`` it at shutdown."""
 
-    def __init__(self, name: str, max_batch: int = 16, patience: int = 4) -> None:
+    def __init__(self, name: str, max_batch: int = 16, patience: int = 0) -> None:
         """``patience``: turns a smaller batchable group may wait for the others (0: every group, every turn)."""
         if max_batch < 1 or patience < 0:
             raise ValueError(f"max_batch must be >= 1 and patience >= 0, got {max_batch} and {patience}")

@@ -49,7 +49,7 @@ class ServerConfig:
     tls_key: Path | None = None
     metrics_port: int | None = None  # Prometheus text endpoint; None = off
     max_batch: int = 16  # sessions the batcher steps together (their passes batched)
-    batch_patience: int = 4  # turns a smaller group of passes may wait to fall in with a larger one (Batcher)
+    batch_patience: int = 0  # turns a smaller group of passes may wait to fall in with a larger one (Batcher)
     grace_seconds: float = 10.0  # how long shutdown lets running streams finish
     codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
     onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir

@@ -38,7 +38,7 @@ class Loaded(Generic[E]):
 
 
 class ModelRegistry:
-    def __init__(self, max_batch: int = 16, patience: int = 4) -> None:
+    def __init__(self, max_batch: int = 16, patience: int = 0) -> None:
         self.max_batch = max_batch
         self.patience = patience
         self.tts: dict[str, Loaded[TtsEngine]] = {}
