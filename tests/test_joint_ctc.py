@@ -113,7 +113,6 @@ class _LoopingDecoder:
 
 def _ctc_saying(tokens: list[int], frames_each: int = 3, vocab: int = 6) -> np.ndarray:
     """CTC log-probabilities that clearly spell ``tokens`` (each for a few frames, blanks between)."""
-    lp = np.full((0, vocab), 0.0)
     rows = []
     for token in tokens:
         rows += [token] * frames_each + [BLANK]

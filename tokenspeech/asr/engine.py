@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 LM_BEAM = 16
 LM_TOKEN_BEAM = 8
 LM_BLANK_SKIP = 0.999
+CTC_LM_WEIGHT = 0.8
+CTC_LENGTH_BONUS = 1.5
 # Joint CTC/attention beam search (``ar``). On 20 test + 20 held-out utterances (shipped ASR, step 3,300):
 # attention alone, greedy 117.9 / 136.7 % WER (it loops); beam 4 with CTC weight 0.3: 47.7 / 67.4 %; with the
 # LM (0.5, length bonus 0.5, CTC weight 0.5): 37.8 / 52.4 %. See docs/asr.md.
@@ -105,7 +107,7 @@ class RecognizerOptions:
 
     def lm_settings(self) -> tuple[float, float]:
         """``(lm_weight, length_bonus)`` of this decoder's search with a language model."""
-        weight, bonus = (AR_LM_WEIGHT, AR_LENGTH_BONUS) if self.decoder == "ar" else (0.8, 1.5)
+        weight, bonus = (AR_LM_WEIGHT, AR_LENGTH_BONUS) if self.decoder == "ar" else (CTC_LM_WEIGHT, CTC_LENGTH_BONUS)
         return (weight if self.lm_weight is None else self.lm_weight,
                 bonus if self.length_bonus is None else self.length_bonus)
         if self.max_seconds <= 0 or self.max_tokens_per_second <= 0:

@@ -35,6 +35,26 @@ from tokenspeech.decoding.sampling import log_softmax
 NEG_INF = -np.inf
 
 
+def _first_order_recurrence(inputs: np.ndarray, log_factors: np.ndarray) -> np.ndarray:
+    """Solve ``y_t = (y_{t-1} + u_t) * a_t`` (``y_{-1} = 0``) in logs along axis 0.
+
+    ``inputs``: log ``u_t``; ``log_factors``: log ``a_t`` (broadcastable). With
+    ``A_t`` the running product of ``a``, ``y_t = A_t * sum_{s<=t} u_s / A_{s-1}``:
+    a cumulative sum and a cumulative log-sum-exp, no loop over ``t``.
+    """
+    cumulative = np.cumsum(np.broadcast_to(log_factors, inputs.shape), axis=0)
+    before = np.concatenate([np.zeros_like(cumulative[:1]), cumulative[:-1]], axis=0)
+    return cumulative + np.logaddexp.accumulate(inputs - before, axis=0)
+
+
+def _shifted(values: np.ndarray, first: np.ndarray | float) -> np.ndarray:
+    """``values`` one step later along axis 0: ``out[t] = values[t - 1]``, ``out[0] = first``."""
+    out = np.empty_like(values)
+    out[0] = first
+    out[1:] = values[:-1]
+    return out
+
+
 @dataclass(frozen=True)
 class CtcPrefix:
     """CTC forward variables of one hypothesis: log P(frames 0..t emit ``h``, path ends in a token / in blank)."""
@@ -62,9 +82,7 @@ class CtcPrefixScorer:
         ends_blank_t(h+c) = (ends_token_{t-1}(h+c) + ends_blank_{t-1}(h+c)) * x_t(blank)
         P(h+c...)        = sum_t phi_{t-1} * x_t(c)
 
-    are each ``y_t = (y_{t-1} + u_t) * a_t``, whose solution is
-    ``y_t = A_t * sum_{s<=t} u_s / A_{s-1}`` with ``A`` the running product
-    of ``a``: in logs, a cumulative sum and a cumulative log-sum-exp.
+    are each ``y_t = (y_{t-1} + u_t) * a_t`` (:func:`_first_order_recurrence`).
     """
 
     def __init__(self, log_probs: np.ndarray, blank: int, eos: int) -> None:
@@ -73,6 +91,7 @@ class CtcPrefixScorer:
             raise ValueError(f"CTC log-probabilities must be [T > 0, V], got shape {self.x.shape}")
         self.blank, self.eos = blank, eos
         self.blank_cumulative = np.cumsum(self.x[:, blank])  # log prod_{u<=t} x_u(blank)
+        self.blank_log_probs = self.x[:, blank, None, None]  # [T, 1, 1], broadcast over hypotheses and candidates
 
     def initial(self) -> CtcPrefix:
         """The empty prefix: every frame so far is blank."""
@@ -86,33 +105,22 @@ class CtcPrefixScorer:
         ``eos`` candidate scores the full CTC probability of ``h`` (its
         forward variables are meaningless and left as they come).
         """
-        x, frames = self.x, len(self.x)
         candidates = np.asarray(candidates, dtype=np.int64)
         token_total = np.stack([p.total for p in prefixes], axis=1)  # [T, B]
         token_blank = np.stack([p.ends_blank for p in prefixes], axis=1)  # [T, B]
+        last_tokens = np.array([-1 if last is None else last for last in lasts])  # -1: empty, never a token
         # phi_t: h complete at t and free to emit c next (a repeat of h's last token needs a blank between)
-        repeat = np.array([[last is not None and c == last for c in row] for last, row in
-                           zip(lasts, candidates.tolist())], dtype=bool)  # [B, C]
+        repeat = candidates == last_tokens[:, None]  # [B, C]
         phi = np.where(repeat[None], token_blank[:, :, None], token_total[:, :, None])  # [T, B, C]
-        empty = np.array([last is None for last in lasts])
-        # phi shifted one frame: phi_{t-1} at t; before frame 0 only the empty prefix is complete (probability 1)
-        phi_prev = np.empty_like(phi)
-        phi_prev[1:] = phi[:-1]
-        phi_prev[0] = np.where(empty[:, None], 0.0, NEG_INF)
-        xc = x[:, candidates]  # [T, B, C]
-        cumulative = np.cumsum(xc, axis=0)
-        cumulative_prev = np.concatenate([np.zeros((1,) + xc.shape[1:]), cumulative[:-1]], axis=0)
-        ends_token = cumulative + np.logaddexp.accumulate(phi_prev - cumulative_prev, axis=0)
-        blank_cum = self.blank_cumulative[:, None, None]
-        blank_prev = np.concatenate([[0.0], self.blank_cumulative[:-1]])[:, None, None]
-        token_prev = np.empty_like(ends_token)
-        token_prev[0] = NEG_INF
-        token_prev[1:] = ends_token[:-1]
-        ends_blank = blank_cum + np.logaddexp.accumulate(token_prev - blank_prev, axis=0)
+        # phi_{t-1} at t; before frame 0 only the empty prefix is complete (probability 1)
+        phi_prev = _shifted(phi, np.where(last_tokens[:, None] < 0, 0.0, NEG_INF))
+        xc = self.x[:, candidates]  # [T, B, C]
+        ends_token = _first_order_recurrence(phi_prev, xc)
+        ends_blank = _first_order_recurrence(_shifted(ends_token, NEG_INF), self.blank_log_probs)
         scores = np.logaddexp.reduce(phi_prev + xc, axis=0)  # [B, C]
         is_eos = candidates == self.eos
         if is_eos.any():
-            scores = np.where(is_eos, token_total[frames - 1][:, None], scores)
+            scores = np.where(is_eos, token_total[-1][:, None], scores)
         return scores, np.moveaxis(ends_token, 0, -1), np.moveaxis(ends_blank, 0, -1)
 
 

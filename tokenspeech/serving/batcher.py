@@ -265,13 +265,16 @@ class Batcher:
 
     def _due(self, flight: list[_Task], groups: list[list[int]]) -> list[list[int]]:
         """The groups to run this turn; the tasks of the others count one more turn waited."""
+        if self.patience == 0:
+            return groups
         keyed = [group for group in groups if calls.batch_key(flight[group[0]].call) is not None]
-        if len(keyed) < 2 or self.patience == 0:
+        if len(keyed) < 2:
             due = groups
         else:
             largest = max(keyed, key=lambda g: (len(g), max(flight[i].waited for i in g)))
-            due = [g for g in groups if g is largest or g not in keyed
-                   or max(flight[i].waited for i in g) >= self.patience]
+            waiting = {id(g) for g in keyed if g is not largest
+                       and max(flight[i].waited for i in g) < self.patience}
+            due = [g for g in groups if id(g) not in waiting]
         running = {i for group in due for i in group}
         for index, task in enumerate(flight):
             task.waited = 0 if index in running else task.waited + 1

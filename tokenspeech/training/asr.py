@@ -318,12 +318,12 @@ def train_asr(options: AsrTrainOptions) -> dict[str, Any]:
         while run.step < end:
             step_values = train_step(run)
             run.step += 1
-            out_of_time = (options.time_limit_minutes is not None
-                           and time.time() - started > 60 * options.time_limit_minutes)
+            ending = stop.requested or (options.time_limit_minutes is not None
+                                        and time.time() - started > 60 * options.time_limit_minutes)
             if step_values is not None:
                 values = step_values
-                _after_step(run, values, started, last=run.step == end or out_of_time or stop.requested)
-            if out_of_time or stop.requested:
+                _after_step(run, values, started, last=run.step == end or ending)
+            if ending:
                 logger.info("%s at step %d; continue with --resume", stop.signal_name or "time limit reached",
                             run.step)
                 break

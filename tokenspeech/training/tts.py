@@ -511,14 +511,14 @@ def train_model(options: TtsTrainOptions, data: PreparedData, log: RunLog) -> Tt
                 logger.info("%s at step %d; checkpointing (resume with --resume)",
                             stop.signal_name or "time limit reached", run.step)
                 last = run.step
-            window = _after_step(run, options, log, window, started, last)
+            window = _after_step(run, window, started, last)
     weights = run.export()
     return TtsTrainResult(run.step, weights, weights.with_suffix(".json"), run.dev)
 
 
-def _after_step(run: _TtsRun, options: TtsTrainOptions, log: RunLog, window: list[dict[str, float]],
-                started: float, last: int) -> list[dict[str, float]]:
+def _after_step(run: _TtsRun, window: list[dict[str, float]], started: float, last: int) -> list[dict[str, float]]:
     """Log, evaluate and checkpoint, export when due; returns the loss window still to be logged."""
+    options, log = run.options, run.log
     if run.step % options.log_every == 0 or run.step == last:
         mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
         log.write(phase="tts", step=run.step, lr=_lr(options, run.step - 1),
