@@ -197,6 +197,10 @@ def test_ar_without_ctc_weight_is_the_attention_decoder_alone(bundle: AsrBundle)
     assert isinstance(joint.text, str)
     with pytest.raises(ConfigError, match="ctc_weight"):
         RecognizerOptions(decoder="ar", ctc_weight=1.5)
+    with pytest.raises(ConfigError, match="max_seconds"):
+        RecognizerOptions(max_seconds=0)
+    with pytest.raises(ConfigError, match="tail_threshold"):
+        RecognizerOptions(tail_threshold=0)
 
 
 def test_ctc_beam_option_runs(bundle: AsrBundle) -> None:

@@ -96,6 +96,10 @@ class RecognizerOptions:
             raise ConfigError("lm_weight must be >= 0")
         if not 0 <= self.ctc_weight <= 1:
             raise ConfigError("ctc_weight must be in [0, 1]")
+        if self.max_seconds <= 0 or self.max_tokens_per_second <= 0:
+            raise ConfigError("max_seconds and max_tokens_per_second must be > 0")
+        if not 0 < self.tail_threshold <= 1:
+            raise ConfigError("tail_threshold must be in (0, 1]")
 
     def beam(self, with_lm: bool = False) -> int:
         """The beam size to use: the option, else the decoder's default."""
@@ -110,10 +114,6 @@ class RecognizerOptions:
         weight, bonus = (AR_LM_WEIGHT, AR_LENGTH_BONUS) if self.decoder == "ar" else (CTC_LM_WEIGHT, CTC_LENGTH_BONUS)
         return (weight if self.lm_weight is None else self.lm_weight,
                 bonus if self.length_bonus is None else self.length_bonus)
-        if self.max_seconds <= 0 or self.max_tokens_per_second <= 0:
-            raise ConfigError("max_seconds and max_tokens_per_second must be > 0")
-        if not 0 < self.tail_threshold <= 1:
-            raise ConfigError("tail_threshold must be in (0, 1]")
 
 
 @dataclass(frozen=True)
