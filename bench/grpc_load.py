@@ -11,7 +11,10 @@ is ever contacted), then, with real gRPC clients in threads:
    over its wall seconds), errors by gRPC status;
 3. **batching**: the same concurrent syntheses, then as many concurrent unary
    recognitions and as many streaming recognitions, against a server with ``--max-batch`` (default 16) and one
-   with batch size 1: audio seconds served per wall second;
+   with batch size 1: audio seconds served per wall second. Each of the ``--streams`` clients runs its calls
+   back to back for ``--load-seconds`` (closed loop, after one untimed warm-up call), so the figure is the
+   sustained throughput of that many concurrent streams; ``--load-seconds 0`` runs one call per client (a
+   single round, whose tail, where the longest texts finish alone, weighs on the figure);
 4. ``--soak-minutes M`` (optional): ``--soak-clients`` clients alternate
    synthesis and recognition for M minutes; the server's resident memory is
    sampled every few seconds and its growth reported.
@@ -49,6 +52,7 @@ import grpc
 import numpy as np
 from random_models import SIZES, ModelPaths, save_random_models
 
+from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE
 from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
 
@@ -190,12 +194,21 @@ def streaming_recognition(stub: pb_grpc.SpeechStub, audio: bytes) -> Outcome:
     return Outcome("streaming recognition", first, time.perf_counter() - started, len(audio) / 2 / RATE)
 
 
-def concurrently(jobs: list[Callable[[], Outcome]]) -> tuple[list[Outcome], float]:
-    """Run every job at once (one thread each); their outcomes and the wall seconds of the whole batch."""
+def closed_loop(clients: list[Callable[[int], Outcome]], seconds: float) -> tuple[list[Outcome], float]:
+    """Every client at once (one thread each), each calling ``client(round)`` back to back until ``seconds``
+    have passed since the start (at least once; a call started in time runs to its end); all outcomes and the
+    wall seconds until the last call ended."""
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        outcomes = list(pool.map(lambda job: job(), jobs))
-    return outcomes, time.perf_counter() - started
+
+    def loop(client: Callable[[int], Outcome]) -> list[Outcome]:
+        outcomes = [client(0)]
+        while time.perf_counter() - started < seconds:
+            outcomes.append(client(len(outcomes)))
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        per_client = list(pool.map(loop, clients))
+    return [outcome for outcomes in per_client for outcome in outcomes], time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -242,14 +255,18 @@ def single_stream(stub: pb_grpc.SpeechStub, args: argparse.Namespace, deadline: 
 
 
 def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes) -> dict[str, Any]:
-    """``--streams`` concurrent streaming syntheses, then as many concurrent unary recognitions, then as many
-    concurrent streaming recognitions."""
-    synth = [lambda i=i: stream_synthesis(stub, TEXTS[i % len(TEXTS)], args.decoder, i) for i in range(args.streams)]
-    outcomes, wall = concurrently(synth)
-    recognize = [lambda: recognition(stub, audio) for _ in range(args.streams)]
-    recognized, recognition_wall = concurrently(recognize)
-    stream = [lambda: streaming_recognition(stub, audio) for _ in range(args.streams)]
-    streamed, streamed_wall = concurrently(stream)
+    """``--streams`` concurrent clients of streaming synthesis, then of unary recognition, then of streaming
+    recognition, each for ``--load-seconds`` (closed loop) after one untimed warm-up call of each kind."""
+    stream_synthesis(stub, TEXTS[0], args.decoder, 0)
+    recognition(stub, audio)
+    streaming_recognition(stub, audio)
+    synth = [lambda n, i=i: stream_synthesis(stub, TEXTS[(i + n) % len(TEXTS)], args.decoder, 1000 * n + i)
+             for i in range(args.streams)]
+    outcomes, wall = closed_loop(synth, args.load_seconds)
+    recognize = [lambda n: recognition(stub, audio) for _ in range(args.streams)]
+    recognized, recognition_wall = closed_loop(recognize, args.load_seconds)
+    stream = [lambda n: streaming_recognition(stub, audio) for _ in range(args.streams)]
+    streamed, streamed_wall = closed_loop(stream, args.load_seconds)
     return {"synthesis": summarise(outcomes, wall), "recognition": summarise(recognized, recognition_wall),
             "streaming_recognition": summarise(streamed, streamed_wall)}
 
@@ -305,12 +322,14 @@ def markdown(results: dict[str, Any]) -> str:
     single = results["single"]
     lines += [f"One stream, {single['calls']} syntheses: first chunk p50 {_ms(single['first_p50'])}, "
               f"p95 {_ms(single['first_p95'])}; errors {single['errors'] or 'none'}.", ""]
-    lines += ["| max batch | synthesis streams | first chunk p50 | p95 | faster than real time | errors | "
+    lines += [f"Concurrent clients: {streams}, each running its calls back to back for "
+              f"{results['load_seconds']:g} s (0 = one call each).", ""]
+    lines += ["| max batch | syntheses | first chunk p50 | p95 | faster than real time | errors | "
               "synthesis audio s per s | recognition audio s per s | streaming recognition audio s per s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for batch, row in results["rounds"].items():
         synth, recog, live = row["synthesis"], row["recognition"], row["streaming_recognition"]
-        lines.append(f"| {batch} | {streams} | {_ms(synth['first_p50'])} | {_ms(synth['first_p95'])} | "
+        lines.append(f"| {batch} | {synth['calls']} | {_ms(synth['first_p50'])} | {_ms(synth['first_p95'])} | "
                      f"{synth['faster_than_real_time']}/{synth['calls']} | "
                      f"{synth['errors'] or recog['errors'] or live['errors'] or 'none'} | "
                      f"{synth['audio_per_wall_second']:.2f} | {recog['audio_per_wall_second']:.2f} | "
@@ -339,7 +358,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.6), squeeze=False)
     latency = axes[0][0]
     series = [("1 stream", results["single"]["first_seconds"])] + [
-        (f"{results['streams']} streams, max batch {batch}", row["synthesis"]["first_seconds"])
+        (f"{results['streams']} clients, max batch {batch}", row["synthesis"]["first_seconds"])
         for batch, row in results["rounds"].items()]
     for label, values in series:
         if values:
@@ -376,8 +395,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single", type=int, default=5, help="sequential streams for the one-stream latency")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams (and recognitions)")
     parser.add_argument("--max-batch", type=int, default=16, help="batch size compared with 1")
-    parser.add_argument("--batch-patience", type=int, default=0,
-                        help="the server's --batch-patience (turns a smaller group waits for a larger one)")
+    parser.add_argument("--load-seconds", type=float, default=20.0,
+                        help="seconds each concurrent client keeps calling (closed loop); 0 = one call each")
+    parser.add_argument("--batch-patience", type=int, default=DEFAULT_BATCH_PATIENCE,
+                        help="the server's --batch-patience (turns a smaller group waits for a larger one; "
+                             "default: the server's)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="mixed soak run; 0 = skip")
     parser.add_argument("--soak-clients", type=int, default=4)
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds for the whole run")
@@ -388,6 +410,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--single, --streams, --max-batch, --soak-clients and --threads must be >= 1")
     if args.batch_patience < 0:
         parser.error("--batch-patience must be >= 0")
+    if args.load_seconds < 0:
+        parser.error("--load-seconds must be >= 0")
     if not 0 <= args.soak_minutes <= 24 * 60 or args.time_limit <= 0:
         parser.error("--soak-minutes must be in 0..1440 and --time-limit positive")
     return args
@@ -398,7 +422,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     models = (save_random_models(args.random, workdir / "models", args.codec) if args.random
               else ModelPaths(args.tts, args.asr, args.codec))
     results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "streams": args.streams,
-                               "batch_patience": args.batch_patience,
+                               "load_seconds": args.load_seconds, "batch_patience": args.batch_patience,
                                "models": f"random {args.random}-size" if args.random else "trained models",
                                "threads": args.threads, "rounds": {}}
     for batch in dict.fromkeys((args.max_batch, 1)):

@@ -97,6 +97,31 @@ def test_batched_conditioning_has_each_sentence_durations_and_frames(synth: Synt
         torch.testing.assert_close(batched.cond, alone.cond, atol=1e-5, rtol=1e-5)
 
 
+def test_block_passes_asking_for_different_codebooks_share_one_pass_and_get_their_alone_logits(
+        synth: Synthesizer) -> None:
+    """Out-of-phase sessions: one at a first-codebook pass, one at its fine pass, one a block further on."""
+    from tokenspeech.decoding.masked import MASK
+
+    backend, blocks = synth.backend, synth.backend.blocks()
+    conds = [backend.condition(synth.sentences(text)[0].ids, 0, 1.0).cond for text in TEXTS[:3]]
+    states = [blocks.prepare(cond) for cond in conds]
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 32, size=(1, 3, 4))
+    states[2] = blocks.commit(first, 0, blocks.block_logits(first, 0, (1, 2), states[2])[1])  # one block of context
+    tokens = [np.full((1, 3, 4), MASK), np.concatenate([first[:, :1], np.full((1, 2, 4), MASK)], axis=1),
+              np.full((1, 3, 3), MASK)]
+    requests = [Call(blocks.block_logits, (tokens[0], 0, (0,), states[0], False)),
+                Call(blocks.block_logits, (tokens[1], 0, (1, 2), states[1], False)),
+                Call(blocks.block_logits, (tokens[2], 4, (0,), states[2], False))]
+    assert len(calls.group_calls(requests)) == 1
+    for request, (logits, state) in zip(requests, calls.run_batch(requests)):
+        alone_logits, alone_state = request.run()
+        assert logits.shape == alone_logits.shape
+        np.testing.assert_allclose(logits, alone_logits, atol=1e-4, rtol=1e-4)
+        for got, want in zip(state.pending.cache, alone_state.pending.cache):
+            torch.testing.assert_close(got.key, want.key, atol=1e-5, rtol=1e-5)
+
+
 def _sessions(decoders: list[str], guidance: float = 0.0) -> list[tuple[str, SynthesisOptions]]:
     return [(TEXTS[i % len(TEXTS)], SynthesisOptions(decoder=decoder, seed=i, steps=2, block_frames=4,
                                                      guidance=guidance, voice=("joe", "espeak-us")[i % 2]))

@@ -15,16 +15,17 @@ gets its own slice of the result. So concurrent sessions advance in
 lockstep through shared passes, sessions joining and leaving between turns.
 ``max_batch = 1`` runs one task at a time: the unbatched baseline.
 
-Which groups run in a turn: by default (``patience = 0``) every group. With
+Which groups run in a turn: with ``patience = 0`` every group. With
 ``patience > 0`` the largest batchable group runs and a smaller batchable
 group waits until one of its tasks has waited ``patience`` turns, so that
 sessions at different points of their loop (one at a block pass, another
 at a codec step) fall into step and share fuller passes; calls that cannot
-batch always run at once. Measured (docs/serving.md): with 16 closed-loop
-clients in-process it filled the passes (block passes 5.8 -> 9.5 sessions
-each) but the throughput change stayed within the noise, and in the gRPC
-load test (16 streams started together) it lost 2 % of throughput and
-raised the first-chunk p95 from 427 to 535 ms. So it is off by default.
+batch always run at once. Measured (docs/serving.md): with 16 gRPC clients
+calling back to back, sessions start at different times and stay out of
+phase; patience 3 raised the semi-AR block passes from 10 to 11-12 tasks
+each and the codec steps from 3.5 to 7-9, and synthesis throughput by about
+13 % on 2 threads. With 16 streams started together it changes little.
+The server's default is ``DEFAULT_BATCH_PATIENCE`` (serving/config.py).
 
 A task may also yield a :class:`Pause`: it leaves the worker (keeping its
 place in no batch) until someone releases the pause, then rejoins at the
@@ -40,6 +41,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
@@ -94,6 +96,15 @@ class _Task:
     waited: int = 0  # turns its pending call has waited for a larger group to run first
 
 
+@dataclass
+class CallStats:
+    """Model calls of one kind run by a worker: how many, how many tasks they served, their seconds."""
+
+    calls: int = 0
+    tasks: int = 0
+    seconds: float = 0.0
+
+
 class _Keyed:
     """Items submitted with :meth:`Batcher.submit_batched`: same key, one ``run_batch(items)`` call."""
 
@@ -141,6 +152,7 @@ class Batcher:
         self.steps_run = 0  # model calls run (a batched call counts once); for tests and logs
         self.largest_batch = 0  # most tasks in flight at once
         self.largest_call = 0  # most calls merged into one batched call
+        self.call_stats: dict[str, CallStats] = {}  # by call kind (the method's qualified name)
 
     @property
     def queued(self) -> int:
@@ -167,6 +179,14 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+            if self.call_stats:
+                logger.info("worker %s ran: %s", self.name, self.describe_calls())
+
+    def describe_calls(self) -> str:
+        """The model calls run so far, by kind: count, tasks per call and seconds, busiest first."""
+        kinds = sorted(self.call_stats.items(), key=lambda item: -item[1].seconds)
+        return "; ".join(f"{kind} {stats.calls} calls, {stats.tasks / stats.calls:.1f} tasks each, "
+                         f"{stats.seconds:.1f} s" for kind, stats in kinds)
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
         """Queue one plain step; its result (or exception) arrives in the future."""
@@ -259,9 +279,18 @@ class Batcher:
         for group in self._due(flight, calls.group_calls(waiting)):
             self.steps_run += 1
             self.largest_call = max(self.largest_call, len(group))
+            started = time.perf_counter()
             outcomes = calls.run_group([waiting[i] for i in group])
+            self._count(waiting[group[0]], len(group), time.perf_counter() - started)
             for index, outcome in zip(group, outcomes):
                 self._resume(flight[index], outcome)
+
+    def _count(self, call: Call, tasks: int, seconds: float) -> None:
+        kind = getattr(call.method, "__qualname__", type(call.method).__name__)
+        stats = self.call_stats.setdefault(kind, CallStats())
+        stats.calls += 1
+        stats.tasks += tasks
+        stats.seconds += seconds
 
     def _due(self, flight: list[_Task], groups: list[list[int]]) -> list[list[int]]:
         """The groups to run this turn; the tasks of the others count one more turn waited."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tokenspeech.serving.config import BACKENDS, DEFAULT_PORT  # plain dataclasses: no grpc, no torch
+from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT  # plain dataclasses: no grpc, no torch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,10 +55,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=16,
                         help="sessions stepped together, their model passes merged into batched calls "
                              "(1 = one at a time)")
-    parser.add_argument("--batch-patience", type=int, default=0, metavar="TURNS",
+    parser.add_argument("--batch-patience", type=int, default=DEFAULT_BATCH_PATIENCE, metavar="TURNS",
                         help="turns a smaller group of sessions may wait for a larger group at another point of "
-                             "its loop, so that both run as one batch afterwards (default 0 = never wait; "
-                             "docs/serving.md has the measurements)")
+                             f"its loop, so that both run as one batch afterwards (default {DEFAULT_BATCH_PATIENCE}; "
+                             "0 = never wait; docs/serving.md has the measurements)")
     parser.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' on every call")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")

@@ -9,6 +9,9 @@ from tokenspeech.errors import ConfigError
 
 BACKENDS = ("torch", "onnx")
 DEFAULT_PORT = 50051
+# Turns a smaller batchable group may wait for a larger one (Batcher). 3: with 16 clients calling back to back
+# (sessions out of phase) it filled the passes and raised synthesis throughput ~13 % (docs/serving.md, session 6).
+DEFAULT_BATCH_PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class ServerConfig:
     tls_key: Path | None = None
     metrics_port: int | None = None  # Prometheus text endpoint; None = off
     max_batch: int = 16  # sessions the batcher steps together (their passes batched)
-    batch_patience: int = 0  # turns a smaller group of passes may wait to fall in with a larger one (Batcher)
+    batch_patience: int = DEFAULT_BATCH_PATIENCE  # turns a smaller group may wait to fall in with a larger one
     grace_seconds: float = 10.0  # how long shutdown lets running streams finish
     codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
     onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from tokenspeech.errors import ConfigError
 from tokenspeech.serving.backends import AsrEngine, Backend, CodecEngine, TtsEngine, get_backend
 from tokenspeech.serving.batcher import Batcher
-from tokenspeech.serving.config import ModelSpec, ServerConfig
+from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE, ModelSpec, ServerConfig
 from tokenspeech.serving.model_files import ASR, TTS
 from tokenspeech.serving.status import NotFoundError
 
@@ -38,7 +38,7 @@ class Loaded(Generic[E]):
 
 
 class ModelRegistry:
-    def __init__(self, max_batch: int = 16, patience: int = 0) -> None:
+    def __init__(self, max_batch: int = 16, patience: int = DEFAULT_BATCH_PATIENCE) -> None:
         self.max_batch = max_batch
         self.patience = patience
         self.tts: dict[str, Loaded[TtsEngine]] = {}

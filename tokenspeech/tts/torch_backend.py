@@ -236,10 +236,16 @@ class TorchBlockModel:
         return logits.float().numpy(), state
 
     def batch_key(self, call: Call) -> Hashable | None:
-        """Block passes of one network asking for the same codebooks, whatever their positions and lengths."""
+        """Block passes of one network, whatever their positions, lengths and codebooks.
+
+        The codebooks asked for only change the output heads, which run per
+        set of codebooks after the shared transformer pass; so a session at a
+        first-codebook pass and one at its fine pass share the pass (measured
+        in docs/serving.md: fuller passes when sessions are out of phase).
+        """
         if call.method != self.block_logits:
             return None
-        return self.model, "block", tuple(call.args[2])
+        return self.model, "block"
 
     @torch.inference_mode()
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
@@ -257,16 +263,32 @@ class TorchBlockModel:
         lengths = torch.tensor([t.shape[2] for t in tokens for _ in range(t.shape[0])])
         x = self.model.codec.inputs(_padded_codes(tokens, frames, self.config.mask_id), _padded_frames(conds, frames))
         hidden, new_cache = self.model.codec.transformer.step_rows(x, cache, past, lengths)
-        logits = _row_heads(self.model.codec.heads, hidden, calls[0].args[2]).float().numpy()
+        slices = row_slices(tokens)
+        logits = self._logits_by_codebooks(hidden, slices, [tuple(call.args[2]) for call in calls])
         results = []
-        for rows, call, own in zip(row_slices(tokens), calls, caches):
+        for rows, call, own, scores in zip(slices, calls, caches, logits):
             tokens_, start, _, state, unconditional = call.args
             length = tokens_.shape[2]
             pending = _Pending(start, np.array(tokens_, dtype=np.int64),
                                unstack_cache(new_cache, rows, own[0].length, length, cache[0].length))
             state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
-            results.append((logits[rows, :, :length], state))
+            results.append((scores[:, :, :length], state))
         return results
+
+    def _logits_by_codebooks(self, hidden: Tensor, slices: Sequence[slice],
+                             codebooks: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        """Each call's logits ``[b_i, G_i, frames, V]``: the heads run once per distinct set of codebooks."""
+        logits: list[np.ndarray | None] = [None] * len(slices)
+        for wanted in dict.fromkeys(codebooks):
+            members = [i for i, c in enumerate(codebooks) if c == wanted]
+            rows = torch.cat([torch.arange(slices[i].start, slices[i].stop) for i in members])
+            scores = _row_heads(self.model.codec.heads, hidden[rows], wanted).float().numpy()
+            offset = 0
+            for i in members:
+                size = slices[i].stop - slices[i].start
+                logits[i] = scores[offset:offset + size]
+                offset += size
+        return logits
 
     @torch.inference_mode()
     def commit(self, tokens: np.ndarray, start: int, state: BlockState) -> BlockState:
