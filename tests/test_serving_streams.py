@@ -233,6 +233,9 @@ def test_without_patience_every_group_runs_every_turn() -> None:
     finally:
         worker.stop(5)
     assert model.passes == [("a", 3), ("b", 1), ("b", 3)]
+    stats = {kind.split(".")[-1]: (s.calls, s.tasks) for kind, s in worker.call_stats.items()}
+    assert stats == {"a": (1, 3), "b": (2, 4)}  # what the worker logs at stop: calls and tasks served by kind
+    assert "tasks each" in worker.describe_calls()
 
 
 def test_a_waiting_group_runs_after_patience_turns_even_if_the_crowd_never_comes() -> None:
