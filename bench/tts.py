@@ -321,7 +321,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="first-codebook passes of nar and semiar (per block) (default: each decoder's default)")
     parser.add_argument("--fine-passes", type=int, default=1,
                         help="passes for codebooks 2..K (default 1: all at once; K-1: one codebook per pass)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance of nar/semiar (0 = off)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance of nar/semiar (0 = off; default: each decoder's default)")
     parser.add_argument("--temperature", type=float, default=None, help="first-codebook sampling temperature "
                         "(default: the synthesiser's)")
     parser.add_argument("--skip", default="", help=f"comma list of parts to leave out: {', '.join(SKIPPABLE)}")

@@ -238,6 +238,28 @@ def test_errors_are_actionable(synth: Synthesizer) -> None:
         synth.stream("Hello.", SynthesisOptions(rate=9.0))
 
 
+def test_nar_is_guided_by_default_and_guidance_can_be_turned_off(synth: Synthesizer, monkeypatch) -> None:
+    assert SynthesisOptions().resolved_guidance == 2.0  # nar, the default decoder
+    assert SynthesisOptions(decoder="semiar").resolved_guidance == 0.0
+    assert SynthesisOptions(guidance=0.0).resolved_guidance == 0.0
+    unconditional = []
+    masked = type(synth.backend.masked())
+    logits = masked.logits
+
+    def counting(self, tokens, codebooks, state, unconditional_=False):
+        unconditional.append(unconditional_)
+        return logits(self, tokens, codebooks, state, unconditional_)
+
+    monkeypatch.setattr(masked, "logits", counting)
+    guided = synth.synthesize("Hello there.", SynthesisOptions(seed=1))
+    assert unconditional.count(True) == unconditional.count(False) > 0  # each pass has its unconditional twin
+    unconditional.clear()
+    plain = synth.synthesize("Hello there.", SynthesisOptions(seed=1, guidance=0.0))
+    assert True not in unconditional and len(plain.audio) == len(guided.audio)
+    with pytest.raises(ConfigError, match="guidance"):
+        synth.synthesize("Hello.", SynthesisOptions(guidance=-1.0))
+
+
 # ----------------------------------------------------------------------------- artifacts
 
 

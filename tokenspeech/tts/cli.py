@@ -11,7 +11,8 @@ Voices: joe (default), espeak-us, espeak-gb-f (the model card lists them;
 an unknown name is reported with the valid ones).
 
 Decoders:
-  nar     masked iterative decoding of each sentence in --steps passes (default 6);
+  nar     masked iterative decoding of each sentence in --steps passes (default 3),
+          each with classifier-free guidance 2 (--guidance 0 turns it off);
           fastest offline.
   semiar  blocks of 16 frames (640 ms), --steps passes per block (default 3), each
           block conditioned on the earlier ones; with --stream the first audio
@@ -42,11 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voice", default="joe", help="voice name (default: joe)")
     parser.add_argument("--decoder", default="nar", choices=DECODER_CHOICES, help="decoding family (default: nar)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="first-codebook passes (per block for semiar); default 6 (nar) / 3 (semiar)")
+                        help="first-codebook passes (per block for semiar); default 3")
     parser.add_argument("--rate", type=float, default=1.0, help="speaking rate, 0.5..2 (2 = twice as fast)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same audio")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (0 = off)")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (0 = off; default 2 for nar, 0 for semiar and ar: guidance doubles the model passes)")
     parser.add_argument("--stream", action="store_true", help="write audio as it is produced")
     parser.add_argument("--model", type=Path, default=None, help="TTS model (.safetensors; default: shipped)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: shipped)")
