@@ -33,7 +33,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT  # plain dataclasses: no grpc, no torch
+# plain dataclasses: no grpc, no torch
+from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

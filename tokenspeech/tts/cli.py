@@ -47,7 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="speaking rate, 0.5..2 (2 = twice as fast)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same audio")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (0 = off; default 2 for nar, 0 for semiar and ar: guidance doubles the model passes)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (0 = off; default 2 for nar, 0 for semiar and ar: "
+                             "guidance doubles the model passes)")
     parser.add_argument("--stream", action="store_true", help="write audio as it is produced")
     parser.add_argument("--model", type=Path, default=None, help="TTS model (.safetensors; default: shipped)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: shipped)")
