@@ -83,6 +83,17 @@ def test_fixed_seed_gives_the_same_audio_for_every_decoder(stub, decoder: str) -
     assert first.audio == second.audio and len(first.audio) > 0
 
 
+def test_guidance_unset_means_the_decoders_default_and_zero_turns_it_off(stub) -> None:
+    def say(**config) -> bytes:
+        return stub.Synthesize(pb.SynthesizeRequest(text="Good morning.", config=pb.SynthesisConfig(
+            seed=3, **config))).audio
+
+    default, off, explicit = say(), say(guidance=0.0), say(guidance=2.0)  # nar: guidance 2 by default
+    assert default == explicit and default != off
+    semiar = say(decoder="semiar")  # semiar: unguided by default
+    assert semiar == say(decoder="semiar", guidance=0.0) != say(decoder="semiar", guidance=2.0)
+
+
 def test_float32_resampled_and_ogg_opus_outputs(stub) -> None:
     pcm = stub.Synthesize(pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(seed=1)))
     f32 = stub.Synthesize(pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(
@@ -199,6 +210,8 @@ def test_bad_synthesis_requests_get_actionable_errors(stub) -> None:
     expect_error(invalid, "choose one of: nar, semiar, ar", say,
                  pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(decoder="diffusion")))
     expect_error(invalid, "steps must be", say, pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(steps=999)))
+    expect_error(invalid, "guidance must be in 0..10", say,
+                 pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(guidance=-1.0)))
     expect_error(invalid, "Ogg-Opus works at", say, pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(
         audio_format=pb.AudioFormat(encoding=pb.OGG_OPUS, sample_rate_hz=22050))))
     expect_error(invalid, "give a rate in 8000..48000", say, pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(

@@ -42,7 +42,8 @@ def synthesis_request(config: pb.SynthesisConfig) -> SynthesisRequest:
     fmt = config.audio_format
     return SynthesisRequest(model=config.model, voice=config.voice, decoder=config.decoder, steps=config.steps,
                             seed=config.seed, rate=config.rate, encoding=_encoding(fmt.encoding, PCM16),
-                            sample_rate=fmt.sample_rate_hz)
+                            sample_rate=fmt.sample_rate_hz,
+                            guidance=config.guidance if config.HasField("guidance") else None)
 
 
 def recognition_request(config: pb.RecognitionConfig) -> RecognitionRequest:

@@ -4,7 +4,7 @@ Uses the generated servicers shipped in the ``nvidia-riva-client`` package.
 How Riva fields map onto ours:
 
 - TTS ``voice_name``: ``VOICE`` of the default model or ``MODEL.VOICE``; empty = the default voice.
-  ``custom_configuration`` may set ``model``, ``decoder``, ``steps``, ``seed`` and ``rate``.
+  ``custom_configuration`` may set ``model``, ``decoder``, ``steps``, ``seed``, ``rate`` and ``guidance``.
 - ``encoding``: ``LINEAR_PCM`` (raw PCM16, a leading WAV header is skipped on input) or ``OGGOPUS``.
 - ASR ``RecognitionConfig.model`` names our ASR model; ``custom_configuration`` may set ``decoder``.
   Word times (``enable_word_time_offsets``) are in milliseconds, as in Riva.
@@ -33,7 +33,7 @@ TTS_SERVICE_NAME = rtts.DESCRIPTOR.services_by_name["RivaSpeechSynthesis"].full_
 ASR_SERVICE_NAME = rasr.DESCRIPTOR.services_by_name["RivaSpeechRecognition"].full_name
 LANGUAGE = "en-US"
 _ENCODINGS = {raudio.LINEAR_PCM: PCM16, raudio.OGGOPUS: OGG_OPUS}
-_TTS_KEYS = ("model", "decoder", "steps", "seed", "rate")
+_TTS_KEYS = ("model", "decoder", "steps", "seed", "rate", "guidance")
 _ASR_KEYS = ("decoder",)
 
 
@@ -75,7 +75,8 @@ def synthesis_request(request: rtts.SynthesizeSpeechRequest) -> SynthesisRequest
     return SynthesisRequest(model=model, voice=voice, decoder=custom.get("decoder", ""),
                             steps=int(_number(custom, "steps", int)), seed=int(_number(custom, "seed", int)),
                             rate=float(_number(custom, "rate", float)),
-                            encoding=_encoding(request.encoding, PCM16), sample_rate=request.sample_rate_hz)
+                            encoding=_encoding(request.encoding, PCM16), sample_rate=request.sample_rate_hz,
+                            guidance=float(_number(custom, "guidance", float)) if "guidance" in custom else None)
 
 
 def recognition_request(config: rasr.RecognitionConfig, interim: bool = False) -> RecognitionRequest:

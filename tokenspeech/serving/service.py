@@ -59,6 +59,7 @@ class SynthesisRequest:
     rate: float = 0.0
     encoding: str = PCM16
     sample_rate: int = 0  # 0 = the model's rate
+    guidance: float | None = None  # None = the decoder's default
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ class SpeechService:
         if voice not in voices:
             raise NotFoundError(f"unknown voice {voice!r} for TTS model {entry.name!r}; it has: {', '.join(voices)}")
         options = SynthesisOptions(voice=voice, decoder=request.decoder or DEFAULT_DECODER,
-                                   steps=request.steps or None, seed=int(request.seed), rate=request.rate or 1.0)
+                                   steps=request.steps or None, seed=int(request.seed), rate=request.rate or 1.0,
+                                   guidance=request.guidance)
         verify_options(options, voices)
         fmt = AudioFormat(request.encoding or PCM16, request.sample_rate or entry.engine.sample_rate)
         return _Synthesis(entry, options, fmt)
