@@ -241,6 +241,7 @@ def test_errors_are_actionable(synth: Synthesizer) -> None:
 def test_nar_is_guided_by_default_and_guidance_can_be_turned_off(synth: Synthesizer, monkeypatch) -> None:
     assert SynthesisOptions().resolved_guidance == 2.0  # nar, the default decoder
     assert SynthesisOptions(decoder="semiar").resolved_guidance == 0.0
+    assert SynthesisOptions(decoder="ar").resolved_guidance == 2.0  # on its masked fine pass
     assert SynthesisOptions(guidance=0.0).resolved_guidance == 0.0
     unconditional = []
     masked = type(synth.backend.masked())

@@ -48,8 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same audio")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
     parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (0 = off; default 2 for nar, 0 for semiar and ar: "
-                             "guidance doubles the model passes)")
+                        help="classifier-free guidance scale (0 = off; default 2 for nar and ar, 0 for semiar: "
+                             "guidance doubles the masked model passes)")
     parser.add_argument("--stream", action="store_true", help="write audio as it is produced")
     parser.add_argument("--model", type=Path, default=None, help="TTS model (.safetensors; default: shipped)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: shipped)")
