@@ -281,13 +281,10 @@ class TorchBlockModel:
         logits: list[np.ndarray | None] = [None] * len(slices)
         for wanted in dict.fromkeys(codebooks):
             members = [i for i, c in enumerate(codebooks) if c == wanted]
-            rows = torch.cat([torch.arange(slices[i].start, slices[i].stop) for i in members])
-            scores = _row_heads(self.model.codec.heads, hidden[rows], wanted).float().numpy()
-            offset = 0
-            for i in members:
-                size = slices[i].stop - slices[i].start
-                logits[i] = scores[offset:offset + size]
-                offset += size
+            parts = [hidden[slices[i]] for i in members]
+            scores = _row_heads(self.model.codec.heads, torch.cat(parts), wanted).float().numpy()
+            for i, rows in zip(members, row_slices(parts)):
+                logits[i] = scores[rows]
         return logits
 
     @torch.inference_mode()
