@@ -5,8 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages: espeak-ng (g2p, voices), sox/ffmpeg (audio I/O), opus-tools/codec2 (codec peers),
-# flite (held-out voices), fortunes/wordnet-base (corpus text).
-SYSTEM_PACKAGES := espeak-ng libespeak-ng1 sox ffmpeg flac opus-tools codec2 flite fortunes fortunes-min wordnet-base
+# flite (held-out voices, diphone training voice), festival + festvox-kallpc16k/kdlpc16k (diphone training
+# voices), fortunes/wordnet-base (corpus text).
+SYSTEM_PACKAGES := espeak-ng libespeak-ng1 sox ffmpeg flac opus-tools codec2 flite festival festvox-kallpc16k \
+  festvox-kdlpc16k fortunes fortunes-min wordnet-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps clean-venv protos

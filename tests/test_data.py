@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from tokenspeech.data.build import BuildOptions, load_or_make_plan, synthesize_plan, write_manifests
 from tokenspeech.data.corpus import estimated_seconds, plan_corpus, speakable_form, split_of, unique_speakable
 from tokenspeech.data.sources import FortunesSource, SourceSentence, WordnetSource, split_sentences
+from tokenspeech.data.voices import DIPHONE_VOICES, make_synthesizer, target_f0
 from tokenspeech.errors import ConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
@@ -121,9 +124,37 @@ def test_extend_keeps_recordings_and_tops_up_hours(tmp_path: Path, monkeypatch: 
                          extend=True)
     second = build.load_or_make_plan(wider)
     assert second[: len(first)] == first and len(second) > len(first)
+    assert {u.split for u in second[len(first):]} == {"train"}  # evaluation splits stay as they were
     assert len({u.transcript for u in second}) == len(second)
     assert build.planned_hours(second, done)["espeak-us"] >= 0.009
     assert build.load_or_make_plan(wider) == second  # nothing missing: nothing added
+
+
+@pytest.mark.skipif(not (shutil.which("flite") and shutil.which("text2wave")), reason="flite and festival needed")
+@pytest.mark.parametrize("name", [spec.name for spec in DIPHONE_VOICES])
+def test_diphone_voices_speak_at_the_asked_rate_and_pitch(name: str) -> None:
+    spec = next(s for s in DIPHONE_VOICES if s.name == name)
+    synth = make_synthesizer(spec)
+    text = "The ship sailed at dawn. The quick brown fox jumps over the lazy dog."
+    slow, rate = synth.synthesize(text, rate=140, pitch=50)
+    fast, _ = synth.synthesize(text, rate=210, pitch=50)
+    assert slow.ndim == 1 and rate in (8000, 16000) and np.abs(slow).max() > 0.01
+    assert 1.3 < len(slow) / len(fast) < 1.7  # duration stretch 175/140 vs 175/210 = 1.5
+    low = median_f0(synth.synthesize(text, rate=175, pitch=35)[0], rate)
+    high = median_f0(synth.synthesize(text, rate=175, pitch=75)[0], rate)
+    assert 1.3 < high / low < 2.2  # mean F0 141 Hz vs 81 Hz asked
+
+
+def median_f0(wav: np.ndarray, rate: int) -> float:
+    import librosa
+
+    f0, _, _ = librosa.pyin(wav.astype(np.float64), fmin=40, fmax=300, sr=rate)
+    return float(np.nanmedian(f0))
+
+
+def test_target_f0_keeps_the_voice_at_pitch_50() -> None:
+    assert target_f0(50) is None
+    assert target_f0(25) == pytest.approx(70.7) and target_f0(75) == pytest.approx(141.4)
 
 
 def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from tokenspeech.data.corpus import Utterance, estimated_seconds, plan_corpus, plan_heldout, unique_speakable
+from tokenspeech.data.corpus import (Utterance, estimated_seconds, plan_corpus, plan_heldout, split_of,
+                                     unique_speakable)
 from tokenspeech.data.sources import default_sources, iter_sentences
 from tokenspeech.data.voices import HELDOUT_VOICES, VOICE_FAMILIES, VoiceSpec, make_synthesizer
 from tokenspeech.text.normalize import transcript_form
@@ -177,6 +178,11 @@ def extend_plan(plan: list[Utterance], meta: dict, options: BuildOptions) -> tup
     Existing utterances are kept as they are (same ids, voices, splits); the
     new ones come from a fresh shuffle (seed + generation) of the unused
     sentences, so a corpus grows without re-recording anything.
+
+    New utterances are all training data, drawn only from sentences the
+    corpus seed puts in the train split: dev, test and held-out stay exactly
+    as they were, so a model measured before and after an extension is
+    measured on the same clips.
     """
     done = {r["id"]: r for r in _read_jsonl(options.out / "done.jsonl") if "error" not in r}
     have = planned_hours(plan, done)
@@ -184,9 +190,10 @@ def extend_plan(plan: list[Utterance], meta: dict, options: BuildOptions) -> tup
                if target - have.get(family, 0.0) > 0}
     generation = int(meta.get("extensions", 0)) + 1
     used = {u.transcript for u in plan}
-    unused = [(s, spoken) for s, spoken in _read_sentences(options) if transcript_form(spoken) not in used]
-    extra = plan_corpus(unused, missing, options.seed + 1000 * generation, options.dev_fraction,
-                        options.test_fraction) if missing else []
+    unused = [(s, spoken) for s, spoken in _read_sentences(options)
+              if transcript_form(spoken) not in used
+              and split_of(transcript_form(spoken), options.seed, options.dev_fraction, options.test_fraction) == "train"]
+    extra = plan_corpus(unused, missing, options.seed + 1000 * generation, 0.0, 0.0) if missing else []
     LOG.info("extending the plan by %d utterances for %s hours", len(extra), missing)
     meta = dict(meta, hours=[list(h) for h in options.hours], extensions=generation)
     return plan + extra, meta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenspeech.data.voices import HELDOUT_VOICES, TEACHER, TTS_VOICES, VARIETY_VOICES
+from tokenspeech.data.voices import DIPHONE_VOICES, HELDOUT_VOICES, TEACHER, TTS_VOICES, VARIETY_VOICES
 
 SPLIT_ORDER = ("train", "dev", "test", "heldout")
 
@@ -14,6 +14,8 @@ def _voice_role(voice: str) -> str:
         return "TTS voice (espeak-ng, fixed rate/pitch)"
     if voice in {v.name for v in VARIETY_VOICES}:
         return "ASR variety (espeak-ng, random rate/pitch)"
+    if voice in {v.name for v in DIPHONE_VOICES}:
+        return "ASR variety (diphone: flite/festival, random rate/pitch)"
     if voice in {v.name for v in HELDOUT_VOICES}:
         return "held out (evaluation only)"
     return "other"

@@ -86,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--hours", type=float, default=None,
                        help="total hours; scales the --voices hours proportionally")
     build.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES), metavar="FAMILY=HOURS",
-                       help="hours per voice family (joe, espeak-us, espeak-gb-f, espeak-variety)")
+                       help="hours per voice family (joe, espeak-us, espeak-gb-f, espeak-variety, diphone)")
     build.add_argument("--heldout", type=int, default=150,
                        help="test sentences re-spoken by held-out voices (flite, unseen espeak variants)")
     build.add_argument("--dev-fraction", type=float, default=0.02, help="share of sentences in the dev split")

