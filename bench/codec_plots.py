@@ -43,6 +43,13 @@ def plot_training(log: Path, out: Path) -> Path:
         if points:
             x, y = np.array(points).T
             axis.plot(x, y, marker="o", markersize=3, label=f"validation mel @ {kbps:g} kbps")
+    stages: dict[str, int] = {}
+    for r in rows:
+        if "stage" in r:
+            stages.setdefault(r["stage"], r["step"])
+    for stage, first in stages.items():  # a later stage (e.g. a decoder fine-tune) continues the step count
+        axis.axvline(first, color="0.3", linestyle="--", linewidth=0.8)
+        axis.text(first, axis.get_ylim()[1] * 0.97, f" {stage}", fontsize=7, va="top")
     axis.set_xlabel("step (batch 8 x 2 s)")
     axis.set_ylabel("log-mel L1")
     axis.grid(alpha=0.3)
