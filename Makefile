@@ -40,6 +40,7 @@ TS := $(VENV)/bin/tokenspeech
 
 demo: install
 	$(TS) g2p "Dr. Smith paid \$$3.50 on May 1st, 1990."
+	rm -rf $(DEMO)/corpus  # a fresh tiny corpus each run (a kept one may have been planned with another voice mix)
 	$(TS) data build --out $(DEMO)/corpus --hours 0.01 --heldout 2 --no-progress
 	$(TS) data card $(DEMO)/corpus
 	@wav=$(DEMO)/corpus/$$($(PY) -c "import json; print(json.loads(open('$(DEMO)/corpus/train.jsonl').readline())['path'])"); \

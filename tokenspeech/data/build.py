@@ -40,7 +40,7 @@ class BuildOptions:
 
     out: Path
     hours: tuple[tuple[str, float], ...] = (("joe", 21.0), ("espeak-us", 3.0), ("espeak-gb-f", 3.0),
-                                            ("espeak-variety", 5.0))
+                                            ("espeak-variety", 5.0), ("diphone", 3.0))
     heldout: int = 150
     dev_fraction: float = 0.02
     test_fraction: float = 0.02

@@ -7,7 +7,7 @@ the piper teacher voice (joe) and many espeak-ng voices. Audio is 16 kHz FLAC;
 manifests are JSON Lines.
 
 examples:
-  tokenspeech data build --out corpus                  # the full corpus (~32 h, about an hour on 2 cores)
+  tokenspeech data build --out corpus                  # the full corpus (~35 h, about 1.5 hours on 2 cores)
   tokenspeech data build --out tiny --hours 0.05       # a few minutes of speech, same voice mix
   tokenspeech data build --out corpus --voices joe=21 espeak-variety=8
   tokenspeech data stats corpus                        # hours per voice and split (JSON)
@@ -23,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_VOICES = ("joe=21", "espeak-us=3", "espeak-gb-f=3", "espeak-variety=5")
+DEFAULT_VOICES = ("joe=21", "espeak-us=3", "espeak-gb-f=3", "espeak-variety=5", "diphone=3")
 
 
 def _voice_hours(entries: list[str], total: float | None) -> tuple[tuple[str, float], ...]:

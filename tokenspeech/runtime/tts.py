@@ -218,7 +218,7 @@ class OnnxBlockModel:
         self.backend = backend
         graph = backend.graphs[backend.names.block]
         self.step = _CachedGraph(graph, backend.names, int(backend.entry["layers"]["codec"]))
-        self.pads_rows = backend.names.past_lengths in graph.inputs  # exports since session 7
+        self.pads_rows = backend.names.past_lengths in graph.inputs  # older exports: equal shapes only
 
     def prepare(self, cond: np.ndarray, guidance: bool = False) -> BlockState:
         batch = cond.shape[0]
