@@ -157,43 +157,6 @@ def test_semiar_block_graph_matches_torch(exported: Exported) -> None:
     assert next(iter(state_onnx.cache.values())).shape[2] == 12
 
 
-def test_onnx_block_passes_at_different_blocks_run_as_one_pass_with_their_alone_results(
-        exported: Exported, rt: runtime.Runtime) -> None:
-    """Out-of-phase semi-AR sessions (no context, one block, two blocks; a shorter last block; guidance):
-    one padded ``tts_block`` run through past_lengths / new_lengths, as the server batches them."""
-    from tokenspeech.decoding.calls import Call
-    from tokenspeech.decoding.masked import MASK
-
-    backend = OnnxTtsBackend(rt.export, CPU_ONLY)
-    blocks = backend.blocks()
-    rng = np.random.default_rng(7)
-    states, starts = [], []
-    for index, (phonemes, history) in enumerate(((12, 0), (16, 1), (20, 2))):
-        cond = backend.condition(np.arange(4, 4 + phonemes), voice=index % 2).cond
-        state = blocks.prepare(cond, guidance=True)
-        for block in range(history):
-            done = rng.integers(0, 32, size=(1, 3, 4))
-            state = blocks.commit(done, 4 * block, blocks.block_logits(done, 4 * block, (0,), state)[1])
-        states.append(state)
-        starts.append(4 * history)
-    tokens = [np.full((1, 3, 4), MASK), rng.integers(-1, 32, size=(1, 3, 3)), np.full((1, 3, 2), MASK)]
-    requests = [Call(blocks.block_logits, (t, start, (1, 2), state, unconditional))
-                for t, start, state, unconditional in zip(tokens, starts, states, (False, True, False))]
-    assert len({blocks.batch_key(call) for call in requests}) == 1
-    assert blocks.batch_key(Call(blocks.block_logits, (tokens[0], 0, (0,), states[0], False))) != \
-        blocks.batch_key(requests[0])  # other codebooks: another pass
-    for request, (logits, state) in zip(requests, blocks.run_batch(requests)):
-        alone_logits, alone_state = request.run()
-        assert logits.shape == alone_logits.shape
-        _close(logits, alone_logits, atol=1e-5)
-        unconditional = request.args[4]
-        got, want = ((s.pending_uncond if unconditional else s.pending) for s in (state, alone_state))
-        assert got.cache.keys() == want.cache.keys()
-        for name in want.cache:
-            assert got.cache[name].shape == want.cache[name].shape
-            _close(got.cache[name], want.cache[name], atol=1e-5)
-
-
 def test_asr_encoder_and_decoders_match_torch(exported: Exported) -> None:
     model = exported.asr.model
     backend = OnnxAsrBackend(runtime.load(exported.root).export, CPU_ONLY)

@@ -103,8 +103,6 @@ class TtsNames(_Names):
     codebooks: str = "codebooks"  # int64 [G] increasing
     tokens: str = "tokens"  # int64 [B, S] previous first-codebook codes (V = BOS)
     logits: str = "logits"  # float32 [B, G, F, V] or [B, S, V]
-    past_lengths: str = "past_lengths"  # int64 [B] valid cached positions of each row (tts_block)
-    new_lengths: str = "new_lengths"  # int64 [B] real new positions of each row (tts_block)
     cache_in: str = "cache_in.{layer}.{kind}"  # float32 [B, H, P, Dh]
     cache_out: str = "cache_out.{layer}.{kind}"  # float32 [B, H, P + S, Dh]
 

@@ -5,10 +5,7 @@
 - ``tts_condition``: ``hidden, durations, voice`` -> ``cond [B, F, D]``
 - ``tts_unconditional``: ``cond`` -> ``uncond [B, F, D]`` (classifier-free guidance input)
 - ``tts_masked`` (NAR step): ``codes [B, K, F], cond, codebooks [G]`` -> ``logits [B, G, F, V]``
-- ``tts_block`` (semi-AR step): ``codes [B, K, S], cond [B, S, D], codebooks, past_lengths [B],
-  new_lengths [B], cache`` -> ``logits, cache``. Row ``b``'s cache holds ``past_lengths[b]`` valid
-  positions (the rest padding) and its first ``new_lengths[b]`` new frames are real
-  (:meth:`Transformer.step_rows`), so sessions at different blocks run as one batch.
+- ``tts_block`` (semi-AR step): ``codes [B, K, S], cond [B, S, D], codebooks, cache`` -> ``logits, cache``
 - ``tts_ar_step`` (AR step, models with an AR LM): ``tokens [B, S], cond [B, S, D], cache`` -> ``logits [B, S, V], cache``
 
 Caches are ``cache_in.<layer>.key|value [B, H, P, Dh]`` in and
@@ -90,11 +87,10 @@ class BlockGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, codes: Tensor, cond: Tensor, codebooks: Tensor, past_lengths: Tensor, new_lengths: Tensor,
-                *cache: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, codes: Tensor, cond: Tensor, codebooks: Tensor, *cache: Tensor) -> tuple[Tensor, ...]:
         codec = self.model.codec
         x = codec.inputs(_unmask(codes, self.model.config.mask_id), cond)
-        hidden, new_cache = codec.transformer.step_rows(x, layer_caches(cache), past_lengths, new_lengths)
+        hidden, new_cache = codec.transformer.step(x, layer_caches(cache))
         return (_heads(codec.heads, hidden, codebooks), *flat_caches(new_cache))
 
 
@@ -143,15 +139,12 @@ def graph_specs(model: TtsModel, names: TtsNames = NAMES) -> dict[str, GraphSpec
     }
     layers = config.codec_layers
     cache_in, cache_out = cache_names(names.cache_in, layers), cache_names(names.cache_out, layers)
-    # rows at different positions (past 4 and 2, 3 and 2 new frames), so nothing shape-specific is traced
-    past_lengths, new_lengths = torch.tensor([past, past - 2]), torch.tensor([step, step - 1])
     specs[names.block] = GraphSpec(
-        BlockGraph(model), (codes[..., :step], cond[:, :step], codebooks, past_lengths, new_lengths,
+        BlockGraph(model), (codes[..., :step], cond[:, :step], codebooks,
                             *_cache_args(layers, config.heads, head_dim, batch, past)),
-        [names.codes, names.cond, names.codebooks, names.past_lengths, names.new_lengths, *cache_in],
-        [names.logits, *cache_out],
+        [names.codes, names.cond, names.codebooks, *cache_in], [names.logits, *cache_out],
         {names.codes: {0: "batch", 2: "steps"}, names.cond: s, names.codebooks: {0: "codebooks"},
-         names.past_lengths: b, names.new_lengths: b, names.logits: {0: "batch", 1: "codebooks", 2: "steps"},
+         names.logits: {0: "batch", 1: "codebooks", 2: "steps"},
          **{name: cache_axes for name in cache_in}, **{name: {0: "batch", 2: "total"} for name in cache_out}})
     if model.ar is not None:
         layers = config.ar_layers

@@ -12,16 +12,12 @@ over it. Its adapters:
 Caches are dicts from the graphs' ``cache_in`` names to arrays; with I/O
 binding (CUDA) they stay on the device between steps.
 
-Each adapter is also a :class:`tokenspeech.decoding.calls.BatchedModel`
-(host, NumPy, caches only). Block passes of sessions at different blocks
-batch: ``tts_block`` takes each row's valid cache length and real new frames
-(``past_lengths``, ``new_lengths``), so their caches and blocks are padded to
-the longest, as the PyTorch backend does; passes asking for different
-codebooks still run apart (the graph takes one codebook set). The other
-graphs take one past length for the whole batch and no padding mask, so
-their calls batch when their shapes agree (same sentence length; same AR
-position), stacked along the batch axis with nothing padded. An export made
-before ``past_lengths`` existed batches block passes only at equal shapes.
+Each adapter is also a :class:`tokenspeech.decoding.calls.BatchedModel`, but
+only for sessions at the same position: the exported graphs take one past
+length for the whole batch and no padding mask, so calls batch when their
+shapes agree (same sentence length; same block start, size and cache
+length; same AR position), stacked along the batch axis with nothing padded.
+Host (NumPy) caches only.
 
 Axes: B batch, N phonemes, F frames, S new frames, K codebooks, V codebook size, D dim.
 """
@@ -53,14 +49,6 @@ def _past(cache: Cache | None) -> int | None:
     if cache is None or not all(isinstance(v, np.ndarray) for v in cache.values()):
         return None
     return next(iter(cache.values())).shape[2] if cache else 0
-
-
-def _cache_length(cache: Cache) -> int:
-    """Cached positions of a host or device (``OrtValue``) cache."""
-    if not cache:
-        return 0
-    value = next(iter(cache.values()))
-    return int((value.shape if isinstance(value, np.ndarray) else value.shape())[2])
 
 
 def _stack(caches: Sequence[Cache]) -> Cache:
@@ -216,9 +204,8 @@ class OnnxBlockModel:
 
     def __init__(self, backend: OnnxTtsBackend) -> None:
         self.backend = backend
-        graph = backend.graphs[backend.names.block]
-        self.step = _CachedGraph(graph, backend.names, int(backend.entry["layers"]["codec"]))
-        self.pads_rows = backend.names.past_lengths in graph.inputs  # older exports: equal shapes only
+        self.step = _CachedGraph(backend.graphs[backend.names.block], backend.names,
+                                 int(backend.entry["layers"]["codec"]))
 
     def prepare(self, cond: np.ndarray, guidance: bool = False) -> BlockState:
         batch = cond.shape[0]
@@ -229,12 +216,9 @@ class OnnxBlockModel:
               cache: Cache) -> tuple[np.ndarray, Cache]:
         """``tokens [B, K, S]`` with their conditioning ``cond [B, S, D]`` after the cached frames."""
         names = self.backend.names
-        batch = tokens.shape[0]
         feeds = {names.codes: np.ascontiguousarray(tokens, dtype=np.int64), names.cond: np.ascontiguousarray(cond),
-                 names.codebooks: np.asarray(codebooks, dtype=np.int64),
-                 names.past_lengths: np.full(batch, _cache_length(cache), dtype=np.int64),
-                 names.new_lengths: np.full(batch, tokens.shape[2], dtype=np.int64)}
-        outputs, new_cache = self.step.run(feeds, cache)  # an older export ignores the two lengths
+                 names.codebooks: np.asarray(codebooks, dtype=np.int64)}
+        outputs, new_cache = self.step.run(feeds, cache)
         return outputs[names.logits], new_cache
 
     def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: BlockState,
@@ -248,21 +232,14 @@ class OnnxBlockModel:
         return logits, state
 
     def batch_key(self, call: Call) -> Hashable | None:
-        """Passes asking for the same codebooks over host caches (and, for an export without
-        ``past_lengths``, of same-sized blocks at the same start)."""
+        """Passes asking for the same codebooks of same-sized blocks at the same start over host caches."""
         if call.method != self.block_logits:
             return None
         tokens, start, codebooks, state, unconditional = call.args
         past = _past(state.uncond_cache if unconditional else state.cache)
-        if past is None:
-            return None
-        if self.pads_rows:
-            return self.backend, "block", tuple(codebooks)
-        return self.backend, "block", tuple(codebooks), start, tokens.shape[2], past
+        return None if past is None else (self.backend, "block", tuple(codebooks), start, tokens.shape[2], past)
 
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
-        if self.pads_rows:
-            return self._run_rows(calls)
         tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
         start, length = calls[0].args[1], tokens[0].shape[2]
         conds, caches = [], []
@@ -278,41 +255,6 @@ class OnnxBlockModel:
             pending = _Pending(start, np.array(tokens_, dtype=np.int64), _rows(new_cache, rows))
             state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
             results.append((logits[rows], state))
-        return results
-
-    def _run_rows(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
-        """Every session's block over its own cache as one pass: blocks padded to the longest with
-        masked codes, caches padded to the longest; ``past_lengths`` / ``new_lengths`` mark what is real."""
-        names = self.backend.names
-        tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
-        frames = max(t.shape[2] for t in tokens)
-        conds, caches = [], []
-        for tokens_, start, _, state, unconditional in (call.args for call in calls):
-            cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
-            conds.append(cond[:, start:start + tokens_.shape[2]])
-            caches.append(cache)
-        pasts = [_past(cache) for cache in caches]
-        padded = max(pasts)
-        codes = np.concatenate([np.pad(t, ((0, 0), (0, 0), (0, frames - t.shape[2])), constant_values=MASK)
-                                for t in tokens])
-        cond = np.concatenate([np.pad(c, ((0, 0), (0, frames - c.shape[1]), (0, 0))) for c in conds])
-        stacked = {name: np.concatenate([np.pad(cache[name], ((0, 0), (0, 0), (0, padded - past), (0, 0)))
-                                         for cache, past in zip(caches, pasts)]) for name in self.step.cache_in}
-        rows_past = np.array([past for t, past in zip(tokens, pasts) for _ in range(t.shape[0])], dtype=np.int64)
-        rows_new = np.array([t.shape[2] for t in tokens for _ in range(t.shape[0])], dtype=np.int64)
-        outputs, new_cache = self.step.run({names.codes: codes, names.cond: np.ascontiguousarray(cond),
-                                            names.codebooks: np.asarray(calls[0].args[2], dtype=np.int64),
-                                            names.past_lengths: rows_past, names.new_lengths: rows_new}, stacked)
-        logits = outputs[names.logits]
-        results = []
-        for rows, call, past in zip(row_slices(tokens), calls, pasts):
-            tokens_, start, _, state, unconditional = call.args
-            length = tokens_.shape[2]
-            own = {name: np.concatenate([value[rows, :, :past], value[rows, :, padded:padded + length]], axis=2)
-                   for name, value in new_cache.items()}
-            pending = _Pending(start, np.array(tokens_, dtype=np.int64), own)
-            state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
-            results.append((logits[rows, :, :length], state))
         return results
 
     def commit(self, tokens: np.ndarray, start: int, state: BlockState) -> BlockState:
