@@ -190,9 +190,12 @@ def extend_plan(plan: list[Utterance], meta: dict, options: BuildOptions) -> tup
                if target - have.get(family, 0.0) > 0}
     generation = int(meta.get("extensions", 0)) + 1
     used = {u.transcript for u in plan}
-    unused = [(s, spoken) for s, spoken in _read_sentences(options)
-              if transcript_form(spoken) not in used
-              and split_of(transcript_form(spoken), options.seed, options.dev_fraction, options.test_fraction) == "train"]
+    unused = []
+    for sentence, spoken in _read_sentences(options):
+        transcript = transcript_form(spoken)
+        if transcript not in used and split_of(transcript, options.seed, options.dev_fraction,
+                                               options.test_fraction) == "train":
+            unused.append((sentence, spoken))
     extra = plan_corpus(unused, missing, options.seed + 1000 * generation, 0.0, 0.0) if missing else []
     LOG.info("extending the plan by %d utterances for %s hours", len(extra), missing)
     meta = dict(meta, hours=[list(h) for h in options.hours], extensions=generation)

@@ -3,8 +3,8 @@
 Sentences come from real English text shipped by Debian and npm (fortunes,
 WordNet usage examples, State of the Union addresses, Moby-Dick), are
 normalised to their spoken form, split train/dev/test by text, and spoken by
-the piper teacher voice (joe) and many espeak-ng voices. Audio is 16 kHz FLAC;
-manifests are JSON Lines.
+the piper teacher voice (joe), many espeak-ng voices and flite/Festival diphone
+voices. Audio is 16 kHz FLAC; manifests are JSON Lines.
 
 examples:
   tokenspeech data build --out corpus                  # the full corpus (~35 h, about 1.5 hours on 2 cores)

@@ -132,9 +132,9 @@ class ProgramSynthesizer:
                 source.write_text(text, encoding="utf-8")
                 command = ["text2wave", "-eval", f"(voice_{self.engine_voice})",
                            "-eval", f"(Parameter.set 'Duration_Stretch {stretch})"]
-                if f0 is not None:
-                    command += ["-eval", f"(set! int_lr_params '((target_f0_mean {f0}) (target_f0_std 14) "
-                                         "(model_f0_mean 170) (model_f0_std 34)))"]
+                if f0 is not None:  # the diphone voices' linear-regression intonation, re-targeted
+                    params = f"(target_f0_mean {f0}) (target_f0_std 14) (model_f0_mean 170) (model_f0_std 34)"
+                    command += ["-eval", f"(set! int_lr_params '({params}))"]
                 command += ["-o", str(out), str(source)]
             result = subprocess.run(command, capture_output=True, check=False)
             if result.returncode != 0 or not out.exists():
