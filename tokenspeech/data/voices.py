@@ -14,8 +14,8 @@
 espeak's ``pitch`` is its own 0-99 scale. For flite and festival, pitch 50
 keeps the voice's intonation and any other value sets the mean F0 to
 ``100 Hz * 2 ** ((pitch - 50) / 50)`` (35 -> 81 Hz, 75 -> 141 Hz); their
-voices all speak near 100 Hz (flite's kal16 turns creaky below about 80 Hz). Their rate is a duration stretch of
-``175 / rate``.
+voices all speak near 100 Hz (flite's kal16 turns creaky below about 80 Hz).
+Their rate is a duration stretch of ``175 / rate``.
 
 Every engine returns float32 mono audio at its own rate; the corpus builder
 resamples. Engines are created once per worker process.
@@ -88,9 +88,9 @@ class PiperTeacher:
         return np.concatenate(chunks).astype(np.float32), self._voice.config.sample_rate
 
 
-_PROGRAMS = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave"}
-_DEBIAN_PACKAGES = {"espeak": "espeak-ng", "flite": "flite",
-                    "festival": "festival festvox-kallpc16k festvox-kdlpc16k"}
+# engine -> (program it runs, Debian packages that provide it and its voices)
+_PROGRAMS = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
+             "festival": ("text2wave", "festival festvox-kallpc16k festvox-kdlpc16k")}
 
 
 def target_f0(pitch: int) -> float | None:
@@ -102,11 +102,11 @@ class ProgramSynthesizer:
     """espeak-ng, flite or festival run as a program; the voice is fixed per instance."""
 
     def __init__(self, engine: str, engine_voice: str) -> None:
-        program = _PROGRAMS.get(engine)
-        if program is None:
+        if engine not in _PROGRAMS:
             raise ConfigError(f"unknown engine {engine!r}; known: {sorted(_PROGRAMS)}")
+        program, packages = _PROGRAMS[engine]
         if shutil.which(program) is None:
-            raise ConfigError(f"{program} is not installed (Debian: apt-get install {_DEBIAN_PACKAGES[engine]})")
+            raise ConfigError(f"{program} is not installed (Debian: apt-get install {packages})")
         self.engine = engine
         self.engine_voice = engine_voice
 

@@ -80,7 +80,7 @@ class SynthesisOptions:
     seed: int = 0
     temperature: float = 0.8  # first codebook sampling (AR and masked); 0 = greedy
     top_k: int = 50  # 0 = no cut
-    guidance: float | None = None  # classifier-free guidance scale (nar, semiar); 0 = off; None = decoder default
+    guidance: float | None = None  # classifier-free guidance of the masked passes; 0 = off; None = DEFAULT_GUIDANCE
     block_frames: int = 16  # semiar block size in 40 ms frames (640 ms: half the per-block overhead of 8)
     fine_passes: int = 1  # passes for codebooks 2..K (nar, semiar, ar)
 
