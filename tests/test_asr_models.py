@@ -375,7 +375,9 @@ def test_cli_builds_options(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     configure_asr(parser.add_subparsers())
     args = parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--steps", "5",
-                              "--decoders", "paraformer,semiar", "--dim", "64", "--no-augment"])
+                              "--decoders", "paraformer,semiar", "--dim", "64", "--vtlp-prob", "0.5"])
     options = _options(args)
     assert options.model.decoders == ("ctc", "paraformer", "semiar") and options.model.dim == 64
-    assert options.augment.noise_prob == 0 and options.steps == 5 and args.run.__name__ == "run_asr"
+    assert options.augment.vtlp_prob == 0.5 and options.steps == 5 and args.run.__name__ == "run_asr"
+    clean = _options(parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--no-augment"]))
+    assert clean.augment.noise_prob == 0 and clean.augment.vtlp_prob == 0

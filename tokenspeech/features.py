@@ -153,7 +153,7 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return np.where(mel < _SLANEY_BREAK_MEL, linear, logarithmic)
 
 
-def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+def mel_filterbank(cfg: MelConfig, bin_hz: np.ndarray | None = None) -> np.ndarray:
     """Slaney-normalised triangular mel filters, float32 ``[M, K]``.
 
     Filter ``m`` rises linearly from edge ``m`` to ``m + 1`` and falls to
@@ -161,8 +161,13 @@ def mel_filterbank(cfg: MelConfig) -> np.ndarray:
     scale between ``f_min`` and ``f_max``; each is scaled by
     ``2 / (edge[m + 2] - edge[m])`` (constant energy per filter). Equals
     ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (defaults).
+
+    ``bin_hz [K]`` replaces the frequencies at which the filters are read for
+    each DFT bin (default: the bins' own, ``k * sample_rate / n_fft``); a
+    warped axis gives vocal-tract-length perturbation in training.
     """
-    bin_hz = np.arange(cfg.n_bins, dtype=np.float64) * cfg.sample_rate / cfg.n_fft
+    if bin_hz is None:
+        bin_hz = np.arange(cfg.n_bins, dtype=np.float64) * cfg.sample_rate / cfg.n_fft
     edges_mel = np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max_hz), cfg.n_mels + 2)
     edges_hz = mel_to_hz(edges_mel)
     lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]

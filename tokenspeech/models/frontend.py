@@ -35,8 +35,12 @@ class LogMel(nn.Module):
             "mel_weights", torch.from_numpy(mel_filterbank(config)), persistent=False
         )  # [M, K]
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """``wav [B, T]`` -> natural-log mel power ``[B, M, F]``."""
+    def forward(self, wav: torch.Tensor, mel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``wav [B, T]`` -> natural-log mel power ``[B, M, F]``.
+
+        ``mel_weights [B, M, K]`` replaces the filterbank per utterance (training
+        augmentation: vocal-tract-length perturbation); inference never passes it.
+        """
         if wav.dim() != 2:
             raise ValueError(f"LogMel expects wav [B, T], got shape {tuple(wav.shape)}")
         if not torch.jit.is_tracing() and wav.shape[-1] < self.config.win_length:
@@ -45,5 +49,6 @@ class LogMel(nn.Module):
         n_bins = self.config.n_bins
         real, imag = spectrum[:, :n_bins], spectrum[:, n_bins:]  # [B, K, F] each
         power = real * real + imag * imag
-        mel = torch.matmul(self.mel_weights, power)  # [M, K] @ [B, K, F] -> [B, M, F]
+        weights = self.mel_weights if mel_weights is None else mel_weights
+        mel = torch.matmul(weights, power)  # [M, K] or [B, M, K] @ [B, K, F] -> [B, M, F]
         return torch.log(torch.clamp(mel, min=self.config.log_floor))

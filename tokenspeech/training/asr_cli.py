@@ -45,6 +45,10 @@ def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--export-every", type=int, default=500)
     parser.add_argument("--eval-utterances", type=int, default=40)
     parser.add_argument("--no-augment", action="store_true", help="train on clean audio only")
+    parser.add_argument("--vtlp-prob", type=float, default=0.0,
+                        help="share of utterances whose mel filterbank is warped by a factor in 0.9-1.1 "
+                             "(vocal-tract-length perturbation: formants move, pitch and tempo stay; "
+                             "aimed at voices unseen in training). Default 0: off")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run_asr)
     return parser
@@ -65,7 +69,7 @@ def _options(args: argparse.Namespace):
         time_limit_minutes=args.time_limit_minutes, max_batch_seconds=args.max_batch_seconds,
         max_utterance_seconds=args.max_utterance_seconds, lr=args.lr,
         warmup=args.warmup, threads=args.threads, resume=args.resume, model=model,
-        augment=AugmentOptions.none() if args.no_augment else AugmentOptions(),
+        augment=AugmentOptions.none() if args.no_augment else AugmentOptions(vtlp_prob=args.vtlp_prob),
         ctc_warmup_steps=args.ctc_warmup_steps, checkpoint_every=args.checkpoint_every, export_every=args.export_every,
         eval_utterances=args.eval_utterances, seed=args.seed)
 

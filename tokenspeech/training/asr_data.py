@@ -26,7 +26,7 @@ from tokenspeech.audio import load_audio
 from tokenspeech.errors import AudioError, ConfigError
 from tokenspeech.models.frontend import LogMel
 from tokenspeech.text.vocab import Vocabulary
-from tokenspeech.training.augment import AugmentOptions, WaveAugmenter, spec_augment
+from tokenspeech.training.augment import AugmentOptions, WaveAugmenter, spec_augment, vtlp_filterbanks
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,12 @@ class BatchMaker:
                 logger.warning("skipping %s: %s", example.id, error)
         return loaded
 
+    def _vtlp(self, count: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Per-utterance warped filterbanks, or None when no utterance of the batch is warped."""
+        o = self.augment
+        alphas = [float(rng.uniform(*o.vtlp_alpha)) if rng.random() < o.vtlp_prob else 1.0 for _ in range(count)]
+        return vtlp_filterbanks(self.frontend.config, alphas) if any(a != 1.0 for a in alphas) else None
+
     def make(self, examples: list[AsrExample], seed: int, train: bool = True) -> AsrBatch | None:
         """The batch for ``examples``; augmentations drawn from ``seed``. None when nothing loads."""
         loaded = self.load(examples)
@@ -144,7 +150,7 @@ class BatchMaker:
         for row, wav in enumerate(waves):
             padded[row, : len(wav)] = wav
         with torch.no_grad():
-            mel = self.frontend(torch.from_numpy(padded))
+            mel = self.frontend(torch.from_numpy(padded), self._vtlp(len(waves), rng) if train else None)
         mel_lengths = torch.tensor([self.frontend.config.num_frames(len(w)) for w in waves])
         if train:
             mel = spec_augment(mel, mel_lengths, self.augment, torch.Generator().manual_seed(seed))

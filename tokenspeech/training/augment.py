@@ -1,4 +1,4 @@
-"""Training-time audio augmentation for ASR: speed, noise, rooms, telephone band, SpecAugment.
+"""Training-time audio augmentation for ASR: speed, noise, rooms, telephone band, VTLP, SpecAugment.
 
 Waveforms are float32 mono ``[S]`` at ``rate`` Hz; every random choice comes
 from a ``numpy.random.Generator`` the caller seeds (per step), so a resumed
@@ -10,6 +10,13 @@ Without it (the default install) the impulse response is synthetic: a direct
 path followed by exponentially decaying Gaussian noise whose decay gives the
 drawn RT60 (amplitude falls 60 dB in RT60 seconds), after a short
 pre-delay. Both are normalised so the direct path keeps the level.
+
+Vocal-tract-length perturbation (Jaitly & Hinton, 2013) reads the mel
+filterbank on a frequency axis scaled by ``alpha`` (piecewise linear so the
+band edge stays put): formants move as for a longer or shorter vocal tract
+while pitch and tempo stay, a speaker change speed perturbation (which moves
+all three together) cannot make. It acts on the features, so it costs one
+``[M, K]`` filterbank per utterance.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 from torch import Tensor
 
 from tokenspeech.audio import resample
+from tokenspeech.features import MelConfig, mel_filterbank
 
 
 @dataclass(frozen=True)
@@ -40,21 +48,25 @@ class AugmentOptions:
     freq_mask_width: int = 15  # mel bands
     time_masks_per_second: float = 0.5
     time_mask_width: int = 10  # feature frames (10 ms)
+    vtlp_prob: float = 0.0  # off by default: checkpoints trained before it existed resume unchanged
+    vtlp_alpha: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
-        for name in ("noise_prob", "reverb_prob", "telephone_prob", "mulaw_prob"):
+        for name in ("noise_prob", "reverb_prob", "telephone_prob", "mulaw_prob", "vtlp_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"AugmentOptions.{name} must be in [0, 1]")
         if not self.speeds or min(self.speeds) <= 0:
             raise ValueError("AugmentOptions.speeds must be positive factors")
         if self.snr_db[0] > self.snr_db[1] or self.rt60[0] <= 0 or self.rt60[0] > self.rt60[1]:
             raise ValueError("AugmentOptions: snr_db and rt60 must be (low, high) ranges, rt60 > 0")
+        if not 0 < self.vtlp_alpha[0] <= self.vtlp_alpha[1]:
+            raise ValueError("AugmentOptions.vtlp_alpha must be a (low, high) range of positive factors")
 
     @classmethod
     def none(cls) -> AugmentOptions:
         """No augmentation at all (evaluation, tests)."""
         return cls(speeds=(1.0,), gain_db=(0.0, 0.0), noise_prob=0.0, reverb_prob=0.0, telephone_prob=0.0,
-                   freq_masks=0, time_masks_per_second=0.0)
+                   freq_masks=0, time_masks_per_second=0.0, vtlp_prob=0.0)
 
 
 def speed_perturb(wav: np.ndarray, factor: float, rate: int) -> np.ndarray:
@@ -168,6 +180,25 @@ class WaveAugmenter:
         wav = wav * 10 ** (rng.uniform(*o.gain_db) / 20)
         peak = float(np.abs(wav).max()) if wav.size else 0.0
         return (wav / peak * 0.99 if peak > 0.99 else wav).astype(np.float32)
+
+
+def vtlp_frequencies(bin_hz: np.ndarray, alpha: float, nyquist: float, boundary: float = 0.6) -> np.ndarray:
+    """Warped frequency axis: ``f * alpha`` up to a knee, then linear to ``nyquist``.
+
+    The knee sits at ``boundary * nyquist * min(alpha, 1) / alpha`` so the
+    warped axis never leaves ``[0, nyquist]`` and stays continuous and
+    monotonic (Jaitly & Hinton's piecewise-linear warp).
+    """
+    knee = boundary * nyquist * min(alpha, 1.0) / alpha
+    upper = nyquist - (nyquist - knee * alpha) / (nyquist - knee) * (nyquist - bin_hz)
+    return np.where(bin_hz <= knee, bin_hz * alpha, upper)
+
+
+def vtlp_filterbanks(config: MelConfig, alphas: list[float]) -> Tensor:
+    """One warped mel filterbank per utterance, ``[B, M, K]`` float32, for :class:`LogMel`."""
+    bin_hz = np.arange(config.n_bins, dtype=np.float64) * config.sample_rate / config.n_fft
+    nyquist = config.sample_rate / 2
+    return torch.from_numpy(np.stack([mel_filterbank(config, vtlp_frequencies(bin_hz, a, nyquist)) for a in alphas]))
 
 
 def spec_augment(mel: Tensor, lengths: Tensor, options: AugmentOptions, generator: torch.Generator) -> Tensor:
