@@ -48,7 +48,7 @@ demo: install
 	  echo "== tscodec at $$kbps kbps: $$wav"; \
 	  $(TS) codec encode $$wav -o $(DEMO)/speech-$$kbps.tok --kbps $$kbps && \
 	  $(TS) codec decode $(DEMO)/speech-$$kbps.tok -o $(DEMO)/speech-$$kbps.wav && \
-	  $(TS) eval codec $$wav $(DEMO)/speech-$$kbps.wav || exit 1; \
+	  $(TS) eval codec $$wav $(DEMO)/speech-$$kbps.wav --codec tscodec || exit 1; \
 	done
 	$(TS) synthesize "The quick brown fox jumps over the lazy dog. Speech from tokens, made on a CPU." \
 	  -o $(DEMO)/hello.wav --decoder nar --seed 1

@@ -272,3 +272,32 @@ def test_cli_codec_json(tmp_path: Path, speechlike: np.ndarray, capsys: pytest.C
     scores = json.loads(capsys.readouterr().out)
     assert scores["delay_samples"] == 16
     assert scores["pesq_wb"] > 4.4
+
+
+def test_known_delay_is_removed_without_a_search(speechlike: np.ndarray) -> None:
+    delayed = np.concatenate([np.zeros(80, np.float32), speechlike])
+    known = codec_metrics.compare(speechlike, delayed, RATE, delay=80)
+    assert known.delay_samples == 80 and known.pesq_wb > 4.4
+    wrong = codec_metrics.compare(speechlike, delayed, RATE, delay=0)
+    assert wrong.delay_samples == 0 and wrong.log_mel_distance > known.log_mel_distance + 0.01
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_cli_codec_takes_the_codecs_own_delay(tmp_path: Path, speechlike: np.ndarray, rate: int,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """tscodec output is 480 samples late at 16 kHz; the delay is rescaled to REF's rate."""
+    from tokenspeech.cli import main
+
+    ref = speechlike if rate == RATE else speechlike[::2].copy()
+    late = 480 * rate // 16000
+    sf.write(tmp_path / "ref.wav", ref, rate, subtype="FLOAT")
+    sf.write(tmp_path / "deg.wav", np.concatenate([np.zeros(late, np.float32), ref]), rate, subtype="FLOAT")
+    args = ["eval", "codec", str(tmp_path / "ref.wav"), str(tmp_path / "deg.wav"), "--json"]
+    assert main(args + ["--codec", "tscodec"]) == 0
+    assert json.loads(capsys.readouterr().out)["delay_samples"] == late
+    assert main(args + ["--delay", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["delay_samples"] == 3
+    with pytest.raises(SystemExit):  # one known delay at a time
+        main(args + ["--delay", "3", "--codec", "tscodec"])
+    assert main(args + ["--codec", "nonesuch"]) == 2
+    assert "unknown codec 'nonesuch'" in capsys.readouterr().err

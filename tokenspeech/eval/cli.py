@@ -23,7 +23,8 @@
   tokenspeech eval codec REF.wav DEGRADED.wav
       Compare a codec / vocoder output with its input: PESQ wide- and
       narrow-band (1..4.6, higher is better), STOI (0..1), log-mel distance
-      (0 = identical) and the delay that was removed before scoring.
+      (0 = identical) and the delay that was removed before scoring (searched
+      by cross-correlation, or known: --delay SAMPLES, --codec NAME).
 
 Examples:
   tokenspeech eval wer refs.txt hyps.txt
@@ -31,6 +32,7 @@ Examples:
   tokenspeech eval judge corpus/test.jsonl --out judged.jsonl --group-by voice --threads 2
   tokenspeech eval judge corpus/test.jsonl --limit 20 --group-by ''
   tokenspeech eval codec speech.wav speech.decoded.wav --json
+  tokenspeech eval codec speech.wav speech.decoded.wav --codec tscodec   # its exact delay
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def _configure_codec(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("degraded", metavar="DEGRADED", type=Path, help="the codec/vocoder output")
     parser.add_argument("--max-shift", type=float, default=0.25,
                         help="largest delay to search for, in seconds (default 0.25)")
+    known = parser.add_mutually_exclusive_group()
+    known.add_argument("--delay", type=int, default=None, metavar="SAMPLES",
+                       help="the degraded audio's known delay in samples at REF's rate (no search)")
+    known.add_argument("--codec", default=None, metavar="NAME",
+                       help="take the known delay from this codec (e.g. tscodec), no search; a searched "
+                            "delay can miss a codec's true one by a few ms and lower every score")
     parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     parser.set_defaults(run=run_codec)
 
@@ -159,6 +167,18 @@ def run_judge(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- codec
 
 
+def _codec_delay(name: str, rate: int) -> int:
+    """Codec ``name``'s declared output delay, in samples at ``rate``."""
+    from tokenspeech.codecs.registry import load_codec
+
+    codec = load_codec(name)
+    declared = getattr(codec, "output_delay_samples", None)
+    if declared is None:
+        raise ConfigError(f"codec {name!r} does not declare its output delay; give --delay SAMPLES "
+                          "or leave both out to search for it")
+    return round(int(declared) * rate / codec.info.sample_rate)
+
+
 def run_codec(args: argparse.Namespace) -> int:
     """``tokenspeech eval codec``: print PESQ, STOI, log-mel distance and delay."""
     from tokenspeech.audio import load_audio, resample
@@ -169,7 +189,8 @@ def run_codec(args: argparse.Namespace) -> int:
     if deg_rate != rate:
         logger.info("resampling %s from %d Hz to the reference's %d Hz", args.degraded, deg_rate, rate)
         deg = resample(deg, deg_rate, rate)
-    scores = compare(ref, deg, rate, max_shift_seconds=args.max_shift)
+    delay = args.delay if args.codec is None else _codec_delay(args.codec, rate)
+    scores = compare(ref, deg, rate, max_shift_seconds=args.max_shift, delay=delay)
     if args.json:
         json.dump({"pesq_wb": scores.pesq_wb, "pesq_nb": scores.pesq_nb, "stoi": scores.stoi,
                    "log_mel_distance": scores.log_mel_distance, "delay_samples": scores.delay_samples,

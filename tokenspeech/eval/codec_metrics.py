@@ -14,6 +14,7 @@ All inputs are float32 mono ``[T]`` numpy arrays at a stated ``rate``.
 - :func:`log_mel_distance`: mean absolute difference of the natural-log power
   mel spectrograms of :mod:`tokenspeech.features` (16 kHz, 80 mels); 0 for
   identical audio, in nepers (1.0 is a factor of e in power).
+- :func:`remove_delay` does the same for a delay known in advance.
 - :func:`compare` aligns, then computes all of them at once.
 """
 
@@ -66,6 +67,12 @@ def align_delay(ref: np.ndarray, deg: np.ndarray, max_shift: int) -> tuple[np.nd
     lags = correlation_lags(deg.shape[0], ref.shape[0], mode="full")
     window = np.abs(lags) <= max_shift
     shift = int(lags[window][np.argmax(corr[window])])
+    return (*remove_delay(ref, deg, shift), shift)
+
+
+def remove_delay(ref: np.ndarray, deg: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ref, deg)`` trimmed to their overlap when ``deg[n + shift] ~ ref[n]`` (a known delay)."""
+    ref, deg = _mono(ref, "reference"), _mono(deg, "degraded")
     if shift > 0:
         deg = deg[shift:]
     elif shift < 0:
@@ -73,7 +80,7 @@ def align_delay(ref: np.ndarray, deg: np.ndarray, max_shift: int) -> tuple[np.nd
     ref, deg = _same_length(ref, deg)
     if ref.size == 0:
         raise AudioError("degraded audio", f"no overlap with the reference after a {shift}-sample shift")
-    return ref, deg, shift
+    return ref, deg
 
 
 def _pesq(ref: np.ndarray, deg: np.ndarray, rate: int, mode: str) -> float:
@@ -146,11 +153,22 @@ class CodecScores:
         return 1000.0 * self.delay_samples / self.rate
 
 
-def compare(ref: np.ndarray, deg: np.ndarray, rate: int, max_shift_seconds: float = 0.25) -> CodecScores:
-    """Align ``deg`` to ``ref`` (lags up to ``max_shift_seconds``) and compute every metric."""
+def compare(ref: np.ndarray, deg: np.ndarray, rate: int, max_shift_seconds: float = 0.25,
+            delay: int | None = None) -> CodecScores:
+    """Align ``deg`` to ``ref`` and compute every metric.
+
+    ``delay`` (samples at ``rate``) is the degraded signal's known lateness, e.g. a
+    codec's declared output delay; without it the lag is searched up to
+    ``max_shift_seconds`` by cross-correlation, which a codec's phase changes can
+    fool (tscodec on a short clip: 265 found against its exact 480 samples).
+    """
     if rate <= 0:
         raise ConfigError(f"rate must be a positive sample rate in Hz, got {rate}")
-    ref, deg, shift = align_delay(ref, deg, int(round(max_shift_seconds * rate)))
+    if delay is None:
+        ref, deg, shift = align_delay(ref, deg, int(round(max_shift_seconds * rate)))
+    else:
+        ref, deg = remove_delay(ref, deg, delay)
+        shift = delay
     logger.debug("aligned degraded audio by %d samples", shift)
     return CodecScores(
         pesq_wb=pesq_wb(ref, deg, rate),
