@@ -60,7 +60,8 @@ DEFAULT_STEPS = {"nar": 3, "semiar": 3, "ar": 1}  # first-codebook passes (per b
 # Classifier-free guidance scale per decoder. nar: 3 guided passes cost what 6 unguided ones did (RTF 0.040 vs
 # 0.038) and cut judge WER 10.9 -> 8.6 % (60 test sentences) and 15.1 -> 12.9 % (30 others; docs/tts.md, session 6).
 # ar: guidance applies to its one masked fine pass (+11 % CPU): 12.9 -> 10.8 % and 16.1 -> 15.5 % on the same sets.
-# semiar stays unguided: guidance doubles every block pass, the serving throughput with it.
+# semiar stays unguided: guidance 2 gives 11.9 -> 8.6 % but costs 1.5x CPU, and 16 served streams fell from 144/144
+# to 100/112 faster than real time (docs/tts.md, session 8).
 DEFAULT_GUIDANCE = {"nar": 2.0, "semiar": 0.0, "ar": 2.0}
 MAX_TEXT_CHARS = 5000  # per request; longer texts must be sent as several requests
 MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or space (keeps each under ~20 s)
