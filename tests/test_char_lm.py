@@ -140,3 +140,50 @@ def test_streaming_ctc_with_the_lm_ends_where_the_offline_search_over_the_same_f
     assert interim[-1]  # interim results come while audio arrives
     greedy = bundle.vocabulary.decode(list(ctc_greedy(log_probs).tokens))
     assert greedy != final.text  # the LM changed something
+
+
+class _FakeSource:
+    name, licence = "fake", "test"
+
+    def __init__(self, texts: list[str]) -> None:
+        self._texts = texts
+
+    def texts(self):
+        return iter(self._texts)
+
+
+def test_source_text_adds_only_train_split_sentences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unsynthesised source sentences join the LM text when the corpus seed puts them in train, never
+    when they hash to dev/test or are an evaluation manifest's sentence (whatever their hash says)."""
+    import json
+    import shutil
+
+    from tokenspeech.asr import lm as lm_module
+    from tokenspeech.data import sources
+    from tokenspeech.data.corpus import speakable_form, split_of
+    from tokenspeech.text.normalize import transcript_form
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(FIXTURE, corpus)
+    (corpus / "plan.jsonl").write_text(json.dumps({"seed": 0, "dev_fraction": 0.1, "test_fraction": 0.1}) + "\n")
+    candidates = [f"The old sailor counted {word} gulls above the harbour wall." for word in
+                  ("three", "seven", "eleven", "twenty", "forty", "ninety", "several", "many", "few", "some",
+                   "nine", "five", "six", "eight", "ten", "twelve")]
+    by_split: dict[str, list[str]] = {}
+    for text in candidates:
+        by_split.setdefault(split_of(transcript_form(speakable_form(text)), 0, 0.1, 0.1), []).append(text)
+    assert by_split.get("train") and (by_split.get("test") or by_split.get("dev"))
+    evaluation = json.loads((corpus / "test.jsonl").read_text().splitlines()[0])
+    assert split_of(evaluation["transcript"], 0, 0.1, 0.1) == "train"  # only the manifest keeps it out
+    monkeypatch.setattr(sources, "default_sources",
+                        lambda cache: [_FakeSource(candidates + [evaluation["spoken"]])])
+
+    texts = lm_module.source_train_texts(corpus)
+    assert texts == [transcript_form(speakable_form(t)) for t in by_split["train"]]
+    assert evaluation["transcript"] not in texts
+    lm = train_lm(corpus, tmp_path / "lm.npz", VOCAB, order=3, source_text=True)
+    assert lm.info["sentences"] == 8 + len(by_split["train"])
+    assert "text sources" in lm.info["text"]
+    (corpus / "plan.jsonl").unlink()
+    with pytest.raises(ConfigError, match="plan.jsonl"):
+        lm_module.source_train_texts(corpus)

@@ -2,8 +2,9 @@
 
 Torch-free (the ONNX runtime uses it too). The shipped model,
 ``tokenspeech/assets/asr_lm.npz``, is a 6-gram over the corpus's training
-transcripts (:func:`train_lm`); its header records the vocabulary, the text
-source and the sentence count. A model is used only with an ASR model of the
+transcripts (:func:`train_lm`), optionally with the rest of its text sources'
+train-split sentences; its header records the vocabulary, the text source and
+the sentence count. A model is used only with an ASR model of the
 same character vocabulary.
 """
 
@@ -77,13 +78,53 @@ def corpus_transcripts(corpus: Path, split: str = "train") -> list[str]:
     return list(texts)
 
 
+EVALUATION_SPLITS = ("dev", "test", "heldout")
+
+
+def source_train_texts(corpus: Path) -> list[str]:
+    """Transcripts of every speakable sentence of ``corpus``'s text sources that falls in its train split.
+
+    A corpus synthesises only some of its sources' sentences; the rest are
+    free text for the LM. The split of a sentence is a hash of its transcript
+    and the corpus seed (``tokenspeech.data.corpus.split_of``, seed and
+    fractions from the header of ``plan.jsonl``), so this never returns a dev
+    or test sentence, nor a held-out one (those are test sentences); any
+    transcript found in an evaluation manifest is dropped as well.
+    """
+    from tokenspeech.data.corpus import split_of, unique_speakable
+    from tokenspeech.data.sources import default_sources, iter_sentences
+    from tokenspeech.text.normalize import transcript_form
+
+    plan = corpus / "plan.jsonl"
+    if not plan.is_file():
+        raise ConfigError(f"{plan} not found: source text needs a corpus built by `tokenspeech data build`")
+    with open(plan, encoding="utf-8") as handle:
+        meta = json.loads(handle.readline())
+    if "seed" not in meta:
+        raise ConfigError(f"{plan}: the first line is not a plan header with the corpus seed")
+    unseen = set()
+    for split in EVALUATION_SPLITS:
+        if (corpus / f"{split}.jsonl").is_file():
+            unseen.update(corpus_transcripts(corpus, split))
+    kept = []
+    for _, spoken in unique_speakable(iter_sentences(default_sources(corpus / "text-sources"))):
+        transcript = transcript_form(spoken)
+        split = split_of(transcript, meta["seed"], meta.get("dev_fraction", 0.02), meta.get("test_fraction", 0.02))
+        if split == "train" and transcript not in unseen:
+            kept.append(transcript)
+    return kept
+
+
 def train_lm(corpus: Path, out: Path, vocabulary: Vocabulary, order: int = DEFAULT_ORDER,
-             split: str = "train") -> CharNgramLM:
+             split: str = "train", source_text: bool = False) -> CharNgramLM:
     """Train on ``corpus``'s ``split`` transcripts and save to ``out`` (.npz). Only that split: the dev,
-    test and held-out sentences stay unseen."""
+    test and held-out sentences stay unseen. ``source_text`` adds :func:`source_train_texts`."""
     texts = corpus_transcripts(corpus, split)
-    info = {"vocabulary": list(vocabulary.symbols), "text": f"distinct transcripts of {split}.jsonl",
-            "corpus": str(corpus)}
+    described = f"distinct transcripts of {split}.jsonl"
+    if source_text:
+        texts = list(dict.fromkeys(texts + source_train_texts(corpus)))
+        described += " and every train-split sentence of the corpus's text sources"
+    info = {"vocabulary": list(vocabulary.symbols), "text": described, "corpus": str(corpus)}
     lm = CharNgramLM.train((vocabulary.encode(text) for text in texts), order, len(vocabulary.symbols),
                            vocabulary.eos_id, info)
     lm.save(out)

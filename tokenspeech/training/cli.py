@@ -75,6 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     lm.add_argument("--corpus", type=Path, required=True, help="corpus folder (train.jsonl) or a JSONL manifest")
     lm.add_argument("--out", type=Path, required=True, help="the LM file to write (.npz)")
     lm.add_argument("--order", type=int, default=6, help="n-gram order (characters of history + 1)")
+    lm.add_argument("--source-text", action="store_true",
+                    help="also train on every sentence of the corpus's text sources that its seed puts in the "
+                         "train split, synthesised or not (dev, test and held-out sentences stay unseen)")
     lm.set_defaults(run=run_lm)
 
 
@@ -96,7 +99,7 @@ def run_lm(args: argparse.Namespace) -> int:
 
     if not 1 <= args.order <= 8:
         raise ConfigError("--order must be between 1 and 8")
-    lm = train_lm(args.corpus, args.out, character_vocabulary(), args.order)
+    lm = train_lm(args.corpus, args.out, character_vocabulary(), args.order, source_text=args.source_text)
     print(f"trained a {lm.order}-gram character LM on {lm.info['sentences']} sentences "
           f"({lm.info['characters']} characters); written to {args.out} "
           f"({args.out.stat().st_size / 1e6:.1f} MB)")
