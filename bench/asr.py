@@ -19,6 +19,8 @@ Test sets (--per-set clips each, drawn with --seed):
   heldout    corpus heldout split: voices no model saw (flite, espeak variants)
   telephone  the test clips through a phone line: 16 kHz -> 8 kHz, 300-3400 Hz
              band-pass, -> 16 kHz
+  dev        corpus dev split (not in the default list): for tuning decoding
+             settings (--lm-weight, --length-bonus) without touching test
 
 Measured: WER (tokenspeech.eval.wer.error_rates against the manifest `text`,
 numbers spelled out, case and punctuation ignored), RTF = CPU seconds per
@@ -57,6 +59,7 @@ from _common import (RATE, Clip, Row, cpu_seconds, fail, load_or_fail, markdown_
 OURS = ("ctc", "ctc-greedy", "paraformer", "ar", "semiar-stream")
 PEERS = ("whisper", "pocketsphinx")
 SETS = ("test", "heldout", "telephone")
+TUNING_SETS = ("dev",)
 PHONE_RATE = 8000
 PHONE_BAND_HZ = (300.0, 3400.0)
 STREAM_REFERENCE = "paraformer"  # the offline decoder streaming is compared with
@@ -95,6 +98,8 @@ def pick_clips(corpus: Path, sets: list[str], per_set: int, seed: int) -> list[C
         clips += _clips(sample(read_split(corpus, "heldout"), per_set, seed), "heldout")
     if "telephone" in sets:
         clips += [Clip(c.id, "telephone", c.voice, c.text, telephone(c.wav)) for c in test]
+    if "dev" in sets:
+        clips += _clips(sample(read_split(corpus, "dev"), per_set, seed), "dev")
     return clips
 
 
@@ -112,12 +117,14 @@ class System(Protocol):
 class OursOffline:
     """One of our offline decoders over the loaded model (the whole clip at once)."""
 
-    def __init__(self, bundle, name: str, beam: int | None, lm) -> None:
+    def __init__(self, bundle, name: str, beam: int | None, lm, lm_weight: float | None = None,
+                 length_bonus: float | None = None) -> None:
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 
         self.name = name
         decoder = "ctc" if name == "ctc-greedy" else name
-        self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder=decoder, beam_size=beam),
+        options = RecognizerOptions(decoder=decoder, beam_size=beam, lm_weight=lm_weight, length_bonus=length_bonus)
+        self.recognizer = TorchRecognizer(bundle, options,
                                           lm if name in ("ctc", "ar") else None)
         self.encoder_cpu = 0.0  # CPU seconds inside the shared encoder: the rest is this decoder's own cost
         backend = self.recognizer.backend  # one per recognizer, so the timing wraps this system alone
@@ -208,7 +215,7 @@ def build_system(name: str, args: argparse.Namespace, bundle) -> System:
     if name == "semiar-stream":
         return OursStreaming(bundle, args.chunk)
     if name in OURS:
-        return OursOffline(bundle, name, args.beam, args.language_model)
+        return OursOffline(bundle, name, args.beam, args.language_model, args.lm_weight, args.length_bonus)
     if name == "whisper":
         return Whisper(args.threads)
     return PocketSphinx()
@@ -358,6 +365,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lm", default=None,
                         help="character LM of the ctc and ar systems (default: shipped tokenspeech/assets/asr_lm.npz; "
                              "'none': ctc is greedy too)")
+    parser.add_argument("--lm-weight", type=float, default=None,
+                        help="LM weight of the ctc and ar searches (default: the decoder's, ctc 0.8, ar 0.5)")
+    parser.add_argument("--length-bonus", type=float, default=None,
+                        help="per-character bonus with the LM (default: the decoder's, ctc 1.5, ar 0.5)")
     parser.add_argument("--chunk", type=int, default=None,
                         help="streaming chunk in 40 ms encoder frames (default: RecognizerOptions, 6 = 240 ms)")
     args = parser.parse_args(argv)
@@ -370,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logger.setLevel(logging.INFO)
-    sets = split_list(args.sets, SETS, "--sets")
+    sets = split_list(args.sets, SETS + TUNING_SETS, "--sets")
     names = split_list(args.systems, OURS + PEERS, "--systems")
     with threads(args.threads):
         from tokenspeech.asr.recognizer import RecognizerOptions, load_asr_model
@@ -392,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
         "model_card_metrics": bundle.card.get("metrics") if bundle else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads, "seed": args.seed, "beam": args.beam,
-        "lm": str(args.lm or "(shipped)"),
+        "lm": str(args.lm or "(shipped)"), "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
         "chunk": args.chunk,
         "clips": [{"id": c.id, "set": c.set, "voice": c.voice, "text": c.text, "seconds": c.seconds} for c in clips],
         "systems": {name: vars(r) for name, r in results.items()}, "ratios": ratios,
