@@ -14,9 +14,9 @@ pre-delay. Both are normalised so the direct path keeps the level.
 Vocal-tract-length perturbation (Jaitly & Hinton, 2013) reads the mel
 filterbank on a frequency axis scaled by ``alpha`` (piecewise linear so the
 band edge stays put): formants move as for a longer or shorter vocal tract
-while pitch and tempo stay, a speaker change speed perturbation (which moves
-all three together) cannot make. It acts on the features, so it costs one
-``[M, K]`` filterbank per utterance.
+while pitch and tempo stay. Speed perturbation cannot make that speaker
+change, since it moves all three together. It acts on the features, so it
+costs one ``[M, K]`` filterbank per utterance.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class AugmentOptions:
     freq_mask_width: int = 15  # mel bands
     time_masks_per_second: float = 0.5
     time_mask_width: int = 10  # feature frames (10 ms)
-    vtlp_prob: float = 0.0  # off by default: checkpoints trained before it existed resume unchanged
+    vtlp_prob: float = 0.0  # off by default: not yet shown to help (docs/asr.md, session 8)
     vtlp_alpha: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
