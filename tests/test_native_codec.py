@@ -307,3 +307,39 @@ def test_decoder_fine_tuning_keeps_tokens(tmp_path: Path) -> None:
     for part in ("encoder", "quantizer"):
         for key, value in getattr(before.model, part).state_dict().items():
             assert torch.equal(value, getattr(after.model, part).state_dict()[key]), f"{part}.{key} changed"
+
+
+def test_grown_decoder_starts_as_its_source(tmp_path: Path) -> None:
+    """A deeper decoder initialised from a codec decodes exactly like it until it trains; shrinking is refused."""
+    from tokenspeech.training.codec import CodecTrainer, CodecTrainOptions, train_codec
+
+    corpus = write_corpus(tmp_path / "corpus")
+    threads = torch.get_num_threads()
+    base = CodecTrainOptions(corpus=corpus, out=tmp_path / "base", steps=4, batch_size=4, crop_seconds=0.64,
+                             lr=3e-3, warmup_steps=1, threads=1, seed=3, log_interval=1, checkpoint_interval=4,
+                             export_interval=4, ladder=(2, 4), validation_items=2, config=TINY)
+    deeper = replace(TINY, decoder_blocks=TINY.decoder_blocks + 2, decoder_fine_blocks=TINY.decoder_fine_blocks + 1)
+    try:
+        first = train_codec(base)
+        grown = CodecTrainer(replace(base, out=tmp_path / "grown", init_from=first.weights, freeze_tokenizer=True,
+                                     config=deeper))
+        grown.load_initial_weights(first.weights)
+        shallower = replace(TINY, decoder_blocks=TINY.decoder_blocks - 1)
+        with pytest.raises(ConfigError, match="only the decoder's block counts may grow"):
+            CodecTrainer(replace(base, out=tmp_path / "x", config=shallower)).load_initial_weights(first.weights)
+        wider = replace(TINY, decoder_dim=TINY.decoder_dim * 2)
+        with pytest.raises(ConfigError, match="different architecture"):
+            CodecTrainer(replace(base, out=tmp_path / "y", config=wider)).load_initial_weights(first.weights)
+        tuned = train_codec(replace(base, out=tmp_path / "tuned", init_from=first.weights, freeze_tokenizer=True,
+                                    config=deeper, steps=3))
+    finally:
+        torch.set_num_threads(threads)
+    source = load_native_codec(first.weights)
+    assert len(grown.model.decoder.coarse.blocks) == TINY.decoder_blocks + 2
+    codes = source.encode(speechlike(1, 12, seed=4))
+    grown.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(grown.model.decode(codes), source.model.decode(codes), atol=1e-6)
+    trained = load_native_codec(tuned.weights)
+    assert trained.model.config == deeper
+    assert float(trained.model.decoder.coarse.blocks[-1].gamma.detach().abs().max()) > 0, "the new blocks did not train"

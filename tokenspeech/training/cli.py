@@ -11,6 +11,9 @@ Examples:
   tokenspeech train codec --corpus /work/corpus --out runs/codec --steps 9000 --threads 2
   tokenspeech train codec --corpus /work/corpus --out runs/codec --resume      # continue after a stop
   tokenspeech train codec --corpus corpus/done.jsonl --out /tmp/smoke --steps 50 --batch-size 4
+  # fine-tune a deeper decoder on the shipped codec's tokens (the tokens stay the same)
+  tokenspeech train codec --corpus /work/corpus --out runs/codec-deep --steps 6000 \
+      --init-from tokenspeech/assets/tscodec.safetensors --freeze-tokenizer --decoder-blocks 12
 
 A run folder holds train_log.jsonl (losses, steps/s, validation), last.pt (the
 checkpoint, rewritten every --checkpoint-interval steps) and
@@ -59,6 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     codec.add_argument("--freeze-tokenizer", action="store_true", default=None,
                        help="with --init-from: train only the decoder; tokens (and TTS models trained on them) "
                             "stay valid")
+    codec.add_argument("--decoder-blocks", type=int, default=None,
+                       help="ConvNeXt blocks of the decoder's 25 Hz stack (default 8); with --init-from this may "
+                            "exceed the source codec's: the extra blocks start as the identity. Give it again "
+                            "with --resume")
+    codec.add_argument("--decoder-fine-blocks", type=int, default=None,
+                       help="ConvNeXt blocks of the decoder's 100 Hz stack (default 2); grows like --decoder-blocks")
     codec.set_defaults(run=run_codec)
     from tokenspeech.training.asr_cli import configure_asr  # argparse-only module
 
@@ -82,10 +91,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run_codec(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tokenspeech.models.codec import CodecConfig
     from tokenspeech.training.codec import CodecTrainOptions, train_codec
 
     given = given_options(args, _CODEC_FLAGS, adversarial=args.adversarial, init_from=args.init_from,
                           freeze_tokenizer=args.freeze_tokenizer)
+    depth = {name: value for name, value in (("decoder_blocks", args.decoder_blocks),
+                                             ("decoder_fine_blocks", args.decoder_fine_blocks)) if value is not None}
+    if depth:
+        given["config"] = replace(CodecConfig(), **depth)
     options = CodecTrainOptions(corpus=args.corpus, out=args.out, resume=args.resume, **given)
     result = train_codec(options)
     print(f"trained {result.steps} steps; codec written to {result.weights} and {result.card}")

@@ -24,7 +24,11 @@ Fine-tuning: ``init_from`` starts a new run from the weights of an exported
 codec; with ``freeze_tokenizer`` the encoder and codebooks stay fixed (no
 gradients, no EMA or dead-code updates) and only the decoder trains. The
 tokens of every utterance are then unchanged, so token models trained on
-that codec (TTS) stay valid while the decoder's audio gets better.
+that codec (TTS) stay valid while the decoder's audio gets better. The run's
+``config`` may give the decoder more blocks than the source codec has
+(``decoder_blocks`` / ``decoder_fine_blocks``): the extra blocks are appended
+to the end of their stack with a zero layer scale, so they start as the
+identity and the grown codec decodes exactly like its source at step 0.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,13 +254,34 @@ class CodecTrainer:
             self.model.quantizer.eval()
 
     def load_initial_weights(self, path: Path) -> None:
-        """Copy the weights of an exported codec (same architecture) into the model: a fine-tuning start."""
+        """Copy the weights of an exported codec into the model: a fine-tuning start.
+
+        The source must have this run's architecture, except that the run's decoder stacks may be
+        deeper; their extra (last) blocks start as the identity (layer scale 0).
+        """
         from tokenspeech.codecs.native import load_native_codec
 
         source = load_native_codec(path)
-        if source.model.config != self.options.config:
-            raise ConfigError(f"{path} has a different architecture ({source.model.config}) than this run")
-        self.model.load_state_dict({k: v.float() for k, v in source.model.state_dict().items()})
+        have, want = source.model.config, self.options.config
+        deeper = replace(have, decoder_blocks=want.decoder_blocks, decoder_fine_blocks=want.decoder_fine_blocks)
+        if deeper != want or want.decoder_blocks < have.decoder_blocks \
+                or want.decoder_fine_blocks < have.decoder_fine_blocks:
+            raise ConfigError(f"{path} has a different architecture ({have}) than this run ({want}); only the "
+                              "decoder's block counts may grow")
+        weights = {k: v.float() for k, v in source.model.state_dict().items()}
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        assert not unexpected, unexpected
+        decoder = self.model.decoder
+        new_blocks = [*decoder.coarse.blocks[have.decoder_blocks:], *decoder.fine.blocks[have.decoder_fine_blocks:]]
+        new_keys = {f"decoder.{name}" for name, p in decoder.named_parameters()
+                    if any(p is q for block in new_blocks for q in block.parameters())}
+        assert set(missing) <= new_keys, sorted(set(missing) - new_keys)
+        with torch.no_grad():
+            for block in new_blocks:
+                block.gamma.zero_()
+        if new_blocks:
+            logger.info("decoder grown from %d + %d to %d + %d blocks (new blocks start as the identity)",
+                        have.decoder_blocks, have.decoder_fine_blocks, want.decoder_blocks, want.decoder_fine_blocks)
 
     def _reconstruction(self, wav: Tensor, active: Tensor) -> tuple[Any, Tensor, Tensor]:
         if self.options.freeze_tokenizer:  # no graph through the fixed encoder: a cheaper step
