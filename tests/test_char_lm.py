@@ -154,18 +154,28 @@ class _FakeSource:
 
 def test_source_text_adds_only_train_split_sentences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unsynthesised source sentences join the LM text when the corpus seed puts them in train, never
-    when they hash to dev/test or are an evaluation manifest's sentence (whatever their hash says)."""
+    when they hash to dev/test or an evaluation row of the plan speaks them: whatever their hash says, and
+    also when today's normaliser reads the row's text differently from its stored transcript."""
     import json
     import shutil
+    from dataclasses import fields
 
     from tokenspeech.asr import lm as lm_module
     from tokenspeech.data import sources
-    from tokenspeech.data.corpus import speakable_form, split_of
+    from tokenspeech.data.corpus import Utterance, speakable_form, split_of
     from tokenspeech.text.normalize import transcript_form
 
     corpus = tmp_path / "corpus"
     shutil.copytree(FIXTURE, corpus)
-    (corpus / "plan.jsonl").write_text(json.dumps({"seed": 0, "dev_fraction": 0.1, "test_fraction": 0.1}) + "\n")
+    names = [f.name for f in fields(Utterance)]
+    rows = [{k: row[k] for k in names} for split in ("train", "dev", "test")
+            for row in map(json.loads, (corpus / f"{split}.jsonl").read_text().splitlines())]
+    reread = "By 1997, the old sailor had counted every gull."  # an older normaliser said "one thousand ..."
+    rows.append(dict(rows[-1], id="renormalised", split="dev", text=reread, spoken="By one thousand nine hundred "
+                     "and ninety seven, the old sailor had counted every gull.",
+                     transcript="by one thousand nine hundred and ninety seven the old sailor had counted every gull"))
+    header = {"seed": 0, "dev_fraction": 0.1, "test_fraction": 0.1}
+    (corpus / "plan.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [header, *rows]))
     candidates = [f"The old sailor counted {word} gulls above the harbour wall." for word in
                   ("three", "seven", "eleven", "twenty", "forty", "ninety", "several", "many", "few", "some",
                    "nine", "five", "six", "eight", "ten", "twelve")]
@@ -174,13 +184,15 @@ def test_source_text_adds_only_train_split_sentences(tmp_path: Path, monkeypatch
         by_split.setdefault(split_of(transcript_form(speakable_form(text)), 0, 0.1, 0.1), []).append(text)
     assert by_split.get("train") and (by_split.get("test") or by_split.get("dev"))
     evaluation = json.loads((corpus / "test.jsonl").read_text().splitlines()[0])
-    assert split_of(evaluation["transcript"], 0, 0.1, 0.1) == "train"  # only the manifest keeps it out
+    assert split_of(evaluation["transcript"], 0, 0.1, 0.1) == "train"  # only the plan's stored split keeps it out
+    assert split_of(transcript_form(speakable_form(reread)), 0, 0.1, 0.1) == "train"
     monkeypatch.setattr(sources, "default_sources",
-                        lambda cache: [_FakeSource(candidates + [evaluation["spoken"]])])
+                        lambda cache: [_FakeSource(candidates + [evaluation["spoken"], reread])])
 
     texts = lm_module.source_train_texts(corpus)
     assert texts == [transcript_form(speakable_form(t)) for t in by_split["train"]]
     assert evaluation["transcript"] not in texts
+    assert transcript_form(speakable_form(reread)) not in texts
     lm = train_lm(corpus, tmp_path / "lm.npz", VOCAB, order=3, source_text=True)
     assert lm.info["sentences"] == 8 + len(by_split["train"])
     assert "text sources" in lm.info["text"]

@@ -130,6 +130,39 @@ def test_extend_keeps_recordings_and_tops_up_hours(tmp_path: Path, monkeypatch: 
     assert build.load_or_make_plan(wider) == second  # nothing missing: nothing added
 
 
+def test_extend_never_takes_an_evaluation_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan row's stored split is the truth: an extension skips every sentence an evaluation row speaks,
+    also when the sentence hashes to train, and also when today's normaliser reads its text differently
+    from the stored transcript; and it does not re-record a train sentence under a new reading."""
+    from dataclasses import replace
+
+    from tokenspeech.data import build
+    from tokenspeech.text.normalize import transcript_form
+
+    pool = sentences(200)
+    plan = plan_corpus(pool[:20], {"espeak-us": 0.01}, seed=0)
+    template = plan[0]
+    in_train = [(sentence, spoken) for sentence, spoken in pool[20:]
+                if split_of(transcript_form(spoken), 0) == "train"]
+    hashed, _ = in_train[0]  # stored as test by an older rule
+    reread = SourceSentence("In 2016, the harbour wall was rebuilt.", "test", "CC0")  # once read "two thousand ..."
+    again = SourceSentence("By 1997, the old sailor had counted every gull.", "test", "CC0")
+    assert all(split_of(transcript_form(speakable_form(s.text)), 0) == "train" for s in (hashed, reread, again))
+    old_reading = {reread.text: "in two thousand and sixteen the harbour wall was rebuilt",
+                   again.text: "by one thousand nine hundred and ninety seven the old sailor had counted every gull"}
+    plan += [replace(template, id="t1", split="test", text=hashed.text, transcript=transcript_form(in_train[0][1])),
+             replace(template, id="d1", split="dev", text=reread.text, transcript=old_reading[reread.text]),
+             replace(template, id="r1", split="train", text=again.text, transcript=old_reading[again.text])]
+    candidates = [*in_train, *((s, speakable_form(s.text)) for s in (reread, again))]
+    monkeypatch.setattr(build, "_read_sentences", lambda options: candidates)
+    options = BuildOptions(out=tmp_path, hours=(("espeak-us", 1.0),), heldout=0, workers=1, progress=False,
+                           extend=True)
+    extended, _ = build.extend_plan(plan, {"seed": 0}, options)
+    added = extended[len(plan):]
+    assert len(added) == len(in_train) - 1  # every candidate but the three already spoken
+    assert {u.text for u in added}.isdisjoint({hashed.text, reread.text, again.text})
+
+
 @pytest.mark.skipif(not (shutil.which("flite") and shutil.which("text2wave")), reason="flite and festival needed")
 @pytest.mark.parametrize("name", [spec.name for spec in DIPHONE_VOICES])
 def test_diphone_voices_speak_at_the_asked_rate_and_pitch(name: str) -> None:

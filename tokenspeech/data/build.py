@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from tokenspeech.data.corpus import (Utterance, estimated_seconds, plan_corpus, plan_heldout, split_of,
-                                     unique_speakable)
+from tokenspeech.data.corpus import (Utterance, estimated_seconds, is_reserved, plan_corpus, plan_heldout,
+                                     reserved_sentences, split_of, unique_speakable)
 from tokenspeech.data.sources import default_sources, iter_sentences
 from tokenspeech.data.voices import HELDOUT_VOICES, VOICE_FAMILIES, VoiceSpec, make_synthesizer
 from tokenspeech.text.normalize import transcript_form
@@ -180,21 +180,25 @@ def extend_plan(plan: list[Utterance], meta: dict, options: BuildOptions) -> tup
     sentences, so a corpus grows without re-recording anything.
 
     New utterances are all training data, drawn only from sentences the
-    corpus seed puts in the train split: dev, test and held-out stay exactly
-    as they were, so a model measured before and after an extension is
-    measured on the same clips.
+    corpus seed puts in the train split and that no evaluation row speaks
+    (:func:`~tokenspeech.data.corpus.reserved_sentences`: stored splits do not
+    all follow the rule): dev, test and held-out stay exactly as they were, so
+    a model measured before and after an extension is measured on the same
+    clips, and none of their sentences becomes training data.
     """
     done = {r["id"]: r for r in _read_jsonl(options.out / "done.jsonl") if "error" not in r}
     have = planned_hours(plan, done)
     missing = {family: round(target - have.get(family, 0.0), 4) for family, target in options.hours
                if target - have.get(family, 0.0) > 0}
     generation = int(meta.get("extensions", 0)) + 1
-    used = {u.transcript for u in plan}
+    used = {u.transcript for u in plan} | {u.text for u in plan}  # also under today's reading of the text
+    reserved = reserved_sentences(plan)
     unused = []
     for sentence, spoken in _read_sentences(options):
         transcript = transcript_form(spoken)
-        if transcript not in used and split_of(transcript, options.seed, options.dev_fraction,
-                                               options.test_fraction) == "train":
+        fresh = transcript not in used and sentence.text not in used
+        if fresh and not is_reserved(sentence.text, transcript, reserved) and split_of(
+                transcript, options.seed, options.dev_fraction, options.test_fraction) == "train":
             unused.append((sentence, spoken))
     extra = plan_corpus(unused, missing, options.seed + 1000 * generation, 0.0, 0.0) if missing else []
     LOG.info("extending the plan by %d utterances for %s hours", len(extra), missing)

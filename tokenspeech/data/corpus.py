@@ -87,6 +87,34 @@ def split_of(transcript: str, seed: int, dev_fraction: float = DEV_FRACTION,
     return "train"
 
 
+def reserved_sentences(plan: Iterable[Utterance]) -> frozenset[str]:
+    """Every form of every sentence that a plan's evaluation rows (dev, test, held-out) speak.
+
+    Each row's *stored* split is the truth, not :func:`split_of`: the first
+    corpus extension split its new rows with another seed, so 219 dev and test
+    sentences of /work/corpus hash to ``train`` under the corpus seed. A row
+    gives three keys: its stored transcript, the transcript today's normaliser
+    derives from its text (the normaliser changed after the first build: "2016"
+    is now "twenty sixteen") and the text as written. A candidate sentence is
+    reserved when its text or its transcript is among them (see
+    :func:`is_reserved`).
+    """
+    keys: set[str] = set()
+    for utterance in plan:
+        if utterance.split == "train":
+            continue
+        keys.update((utterance.transcript, utterance.text))
+        spoken = speakable_form(utterance.text)
+        if spoken is not None:
+            keys.add(transcript_form(spoken))
+    return frozenset(keys)
+
+
+def is_reserved(text: str, transcript: str, reserved: frozenset[str]) -> bool:
+    """Whether a sentence (as written, and its transcript) belongs to :func:`reserved_sentences`."""
+    return text in reserved or transcript in reserved
+
+
 def unique_speakable(sentences: Iterable[SourceSentence]) -> list[tuple[SourceSentence, str]]:
     """(sentence, spoken form) for every speakable sentence, first occurrence of each transcript."""
     seen: set[str] = set()
