@@ -193,8 +193,13 @@ def extend_plan(plan: list[Utterance], meta: dict, options: BuildOptions) -> tup
     generation = int(meta.get("extensions", 0)) + 1
     used = {u.transcript for u in plan} | {u.text for u in plan}  # also under today's reading of the text
     reserved = reserved_sentences(plan)
+    candidates = _read_sentences(options)
+    if meta.get("sentences_available", len(candidates)) != len(candidates):
+        LOG.warning("the text sources now give %d speakable sentences, the plan was made from %d: the "
+                    "normaliser or the sources changed; sentences the plan already speaks are skipped in "
+                    "every reading of them", len(candidates), meta["sentences_available"])
     unused = []
-    for sentence, spoken in _read_sentences(options):
+    for sentence, spoken in candidates:
         transcript = transcript_form(spoken)
         fresh = transcript not in used and sentence.text not in used
         if fresh and not is_reserved(sentence.text, transcript, reserved) and split_of(
