@@ -5,7 +5,9 @@ Systems (all on the same --threads, default 1; one utterance at a time):
   ctc            our model, CTC head, prefix beam search (16) with the shipped
                  character 6-gram LM (the default decoding; --lm none: greedy)
   ctc-greedy     our model, CTC head, greedy, no LM
-  paraformer     our model, CIF predictor + parallel decoder (one pass)
+  paraformer     our model, CIF predictor + parallel decoder (one pass), then a
+                 beam over its positions with the same LM (the default decoding)
+  paraformer-greedy  the same pass, each position's best character, no LM
   ar             our model, attention decoder, token by token: beam 4 scored
                  jointly with the CTC head and the same LM (--beam)
   semiar-stream  our model streaming: audio fed in chunk-sized pieces to a
@@ -28,7 +30,8 @@ audio second (this process and its threads; wall RTF too, which other work on
 the machine inflates; for our offline decoders also the decoder CPU RTF, the
 time outside the shared encoder pass, where the decoders differ), model load time; for streaming the algorithmic latency
 (chunk + subsampling look-ahead + analysis window, from the chunk size) and
-its WER relative to the offline paraformer decoder (same encoder and CIF).
+its WER relative to the offline paraformer decoder without LM (same encoder and CIF, and
+streaming uses no LM either).
 One untimed warm-up utterance precedes each system's timed pass.
 
 Usage:
@@ -56,13 +59,13 @@ import numpy as np
 from _common import (RATE, Clip, Row, cpu_seconds, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
                      split_list, threads, timed, warn_if_busy, write_json)
 
-OURS = ("ctc", "ctc-greedy", "paraformer", "ar", "semiar-stream")
+OURS = ("ctc", "ctc-greedy", "paraformer", "paraformer-greedy", "ar", "semiar-stream")
 PEERS = ("whisper", "pocketsphinx")
 SETS = ("test", "heldout", "telephone")
 TUNING_SETS = ("dev",)
 PHONE_RATE = 8000
 PHONE_BAND_HZ = (300.0, 3400.0)
-STREAM_REFERENCE = "paraformer"  # the offline decoder streaming is compared with
+STREAM_REFERENCE = "paraformer-greedy"  # the offline decoder streaming is compared with (neither uses the LM)
 
 logger = logging.getLogger("bench.asr")
 
@@ -122,10 +125,9 @@ class OursOffline:
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 
         self.name = name
-        decoder = "ctc" if name == "ctc-greedy" else name
+        decoder = name.removesuffix("-greedy")
         options = RecognizerOptions(decoder=decoder, beam_size=beam, lm_weight=lm_weight, length_bonus=length_bonus)
-        self.recognizer = TorchRecognizer(bundle, options,
-                                          lm if name in ("ctc", "ar") else None)
+        self.recognizer = TorchRecognizer(bundle, options, None if name.endswith("-greedy") else lm)
         self.encoder_cpu = 0.0  # CPU seconds inside the shared encoder: the rest is this decoder's own cost
         backend = self.recognizer.backend  # one per recognizer, so the timing wraps this system alone
         encode = backend.encode
@@ -361,12 +363,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma list of systems (default: all: {','.join(OURS + PEERS)})")
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
     parser.add_argument("--beam", type=int, default=None,
-                        help="beam of our ctc and ar decoders (default: ctc 16 with the LM, else 1 = greedy; ar 4)")
+                        help="beam of our ctc, ar and paraformer decoders (default: ctc 16 and paraformer 8 with the "
+                             "LM, else 1 = greedy; ar 4)")
     parser.add_argument("--lm", default=None,
-                        help="character LM of the ctc and ar systems (default: shipped tokenspeech/assets/asr_lm.npz; "
-                             "'none': ctc is greedy too)")
+                        help="character LM of the ctc, ar and paraformer systems (default: shipped "
+                             "tokenspeech/assets/asr_lm.npz; 'none': ctc and paraformer are greedy too)")
     parser.add_argument("--lm-weight", type=float, default=None,
-                        help="LM weight of the ctc and ar searches (default: the decoder's, ctc 0.8, ar 0.5)")
+                        help="LM weight of the ctc, ar and paraformer searches (default: the decoder's, ctc 0.8, "
+                             "ar 0.5, paraformer 0.5)")
     parser.add_argument("--length-bonus", type=float, default=None,
                         help="per-character bonus with the LM (default: the decoder's, ctc 1.5, ar 0.5)")
     parser.add_argument("--chunk", type=int, default=None,

@@ -96,6 +96,31 @@ def test_beam_search_with_the_lm_picks_the_likely_spelling() -> None:
     assert fused[0].score >= fused[-1].score
 
 
+def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
+    """Paraformer positions that slightly prefer "the cat tat": with the LM the beam spells "sat"; with weight 0
+    it is each position's best; excluded tokens are never chosen, however likely."""
+    from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
+
+    lm = small_lm()
+    target, acoustic_best = "the cat sat", "the cat tat"
+    rows = []
+    for wanted, heard in zip(target, acoustic_best):
+        row = np.full(len(VOCAB.symbols), -6.0)
+        row[VOCAB.encode(heard)[0]] = 0.5
+        row[VOCAB.encode(wanted)[0]] = max(row[VOCAB.encode(wanted)[0]], 0.2)
+        rows.append(row)
+    logits = np.array(rows)
+    assert VOCAB.decode(list(logits.argmax(axis=-1))) == acoustic_best
+    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=0.0)))) == acoustic_best
+    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=1.0)))) == target
+    logits[:, VOCAB.unk_id] = 5.0
+    excluded = PositionBeamOptions(lm_weight=1.0, excluded=(VOCAB.unk_id,))
+    assert VOCAB.decode(list(position_beam_search(logits, lm, excluded))) == target
+    assert position_beam_search(logits[:0], lm, excluded) == ()
+    with pytest.raises(ValueError):
+        PositionBeamOptions(beam_size=0)
+
+
 def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
     out = tmp_path / "lm.npz"
     done = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),

@@ -38,8 +38,9 @@ transcripts, which spells what the acoustics only suggest); --no-lm decodes
 greedily, --lm FILE takes one from `tokenspeech train lm`. ar runs the
 attention decoder token by token in a beam of 4, scored jointly with the CTC
 head (which stops it from skipping or repeating phrases) and the same LM.
-paraformer (one parallel pass) and semiar (chunked, as in streaming) use no
-LM.
+paraformer decodes every character in one parallel pass, then a beam of 8
+over its positions re-ranks the likeliest characters with the same LM (the
+pass's length is kept). semiar (chunked, as in streaming) uses no LM.
 
 A bad file (missing, unreadable, empty, silent, longer than --max-duration)
 gets a result with its reason and never stops the batch. A summary (files
@@ -86,11 +87,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=DECODERS, default="ctc", help="decoding strategy (default: ctc)")
     parser.add_argument("--model", metavar="PATH", help="ASR weights (default: the shipped model)")
     parser.add_argument("--lm", metavar="PATH", default=None,
-                        help="character LM fused into the ctc and ar searches (default: the shipped 6-gram, "
+                        help="character LM fused into the ctc, ar and paraformer searches "
+                             "(default: the shipped 6-gram, "
                              "tokenspeech/assets/asr_lm.npz; train one with `tokenspeech train lm`)")
-    parser.add_argument("--no-lm", action="store_true", help="decode without a language model (ctc: greedy)")
+    parser.add_argument("--no-lm", action="store_true",
+                        help="decode without a language model (ctc, paraformer: greedy)")
     parser.add_argument("--beam", type=int, default=None, metavar="N",
-                        help="beam size of ctc and ar (default: ctc 16 with the LM, else 1 = greedy; ar 4)")
+                        help="beam size of ctc, ar and paraformer (default: ctc 16 and paraformer 8 with the LM, "
+                             "else 1 = greedy; ar 4)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="most files per batch (default: 16)")
     parser.add_argument("--batch-seconds", type=float, default=240.0, metavar="S",
                         help="most audio seconds per batch (default: 240)")

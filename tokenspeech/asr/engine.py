@@ -14,7 +14,8 @@ server uses: ``accept_audio(samples) -> interim Transcript`` and
 
 ``ar`` runs joint CTC/attention beam search (:mod:`tokenspeech.decoding.joint_ctc`):
 the CTC head keeps the attention decoder from skipping or repeating phrases.
-A character LM (:mod:`.lm`) joins the search of ``ctc`` and ``ar`` when given.
+A character LM (:mod:`.lm`) joins the search of ``ctc``, ``ar`` and ``paraformer`` (a beam search
+over its positions after the one parallel pass, :mod:`tokenspeech.decoding.position_lm`) when given.
 
 Word times come from the alignment the decoder has: CTC frame spans (``ctc``;
 ``ar`` aligns its tokens with the CTC head) or CIF firing positions
@@ -46,6 +47,7 @@ from tokenspeech.decoding.ctc import (
     ctc_greedy,
     ctc_prefix_beam_search,
 )
+from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
 from tokenspeech.decoding.streaming_asr import AudioFramer, CtcStreamer, SemiARStreamer, StreamingHypothesis
 from tokenspeech.decoding.words import word_spans
 from tokenspeech.errors import AudioError, ConfigError
@@ -67,7 +69,10 @@ CTC_LENGTH_BONUS = 1.5
 AR_BEAM = 4
 AR_LM_WEIGHT = 0.5
 AR_LENGTH_BONUS = 0.5
-LM_DECODERS = ("ctc", "ar")  # the decoders whose search takes a character LM
+# Paraformer with the LM: a beam over its positions after the parallel pass (see decoding/position_lm.py).
+PARAFORMER_BEAM = 8
+PARAFORMER_LM_WEIGHT = 0.5
+LM_DECODERS = ("ctc", "ar", "paraformer")  # the decoders whose search takes a character LM
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,10 @@ class RecognizerOptions:
     """How to decode. ``chunk`` (encoder frames of 40 ms) applies to ``semiar`` and streaming."""
 
     decoder: str = "ctc"
-    beam_size: int | None = None  # CTC prefix beam / AR beam; None: ctc 16 with an LM (else greedy), ar 4
+    beam_size: int | None = None  # CTC prefix / AR / Paraformer position beam; None: ctc 16 with an LM (else
+    # greedy), ar 4, paraformer 8 with an LM (else greedy)
     # with a language model: score = acoustic + lm_weight * log p_lm + length_bonus * chars; None: the
-    # decoder's default (ctc 0.8 and 1.5, ar 0.5 and 0.5)
+    # decoder's default (ctc 0.8 and 1.5, ar 0.5 and 0.5, paraformer 0.5 and none: CIF fixes the length)
     lm_weight: float | None = None
     length_bonus: float | None = None
     ctc_weight: float = 0.5  # ar: weight of the CTC prefix score against the attention decoder's (0: attention alone)
@@ -107,11 +113,14 @@ class RecognizerOptions:
             return self.beam_size
         if self.decoder == "ar":
             return AR_BEAM
-        return LM_BEAM if with_lm and self.decoder == "ctc" else 1
+        if not with_lm:
+            return 1
+        return {"ctc": LM_BEAM, "paraformer": PARAFORMER_BEAM}.get(self.decoder, 1)
 
     def lm_settings(self) -> tuple[float, float]:
         """``(lm_weight, length_bonus)`` of this decoder's search with a language model."""
-        weight, bonus = (AR_LM_WEIGHT, AR_LENGTH_BONUS) if self.decoder == "ar" else (CTC_LM_WEIGHT, CTC_LENGTH_BONUS)
+        weight, bonus = {"ar": (AR_LM_WEIGHT, AR_LENGTH_BONUS), "paraformer": (PARAFORMER_LM_WEIGHT, 0.0)}.get(
+            self.decoder, (CTC_LM_WEIGHT, CTC_LENGTH_BONUS))
         return (weight if self.lm_weight is None else self.lm_weight,
                 bonus if self.length_bonus is None else self.length_bonus)
 
@@ -269,9 +278,16 @@ class AsrRecognizer:
         for row, f in enumerate(fired):
             inputs[row, : len(f.fires)] = f.embeddings
         logits = self.backend.paraformer(inputs, counts, encoded.hidden, encoded.lengths)
-        tokens = logits.argmax(axis=-1)
-        return [_Decoded(tuple(tokens[r, : len(f.fires)].tolist()), tuple(f.starts.tolist()),
-                         tuple((f.fires + 1).tolist())) for r, f in enumerate(fired)]
+        if self.lm is None:
+            best = [tuple(logits[r, : len(f.fires)].argmax(axis=-1).tolist()) for r, f in enumerate(fired)]
+        else:
+            vocab = self.vocabulary
+            search = PositionBeamOptions(beam_size=self.options.beam(True), token_beam=LM_TOKEN_BEAM,
+                                         lm_weight=self.options.lm_settings()[0],
+                                         excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id))
+            best = [position_beam_search(logits[r, : len(f.fires)], self.lm, search) for r, f in enumerate(fired)]
+        return [_Decoded(tokens, tuple(f.starts.tolist()), tuple((f.fires + 1).tolist()))
+                for tokens, f in zip(best, fired)]
 
     def _decode_ar(self, encoded: Encoded) -> list[_Decoded]:
         vocab = self.vocabulary
