@@ -163,6 +163,60 @@ def test_extend_never_takes_an_evaluation_sentence(tmp_path: Path, monkeypatch: 
     assert {u.text for u in added}.isdisjoint({hashed.text, reread.text, again.text})
 
 
+def test_sentences_seen_in_training_never_enter_evaluation() -> None:
+    from tokenspeech.text.normalize import transcript_form
+
+    pool = sentences(600)
+    plan = plan_corpus(pool, {"espeak-us": 1.0}, seed=0, dev_fraction=0.2, test_fraction=0.2)
+    held = [u.transcript for u in plan if u.split != "train"][:5]
+    trained = next(u.transcript for u in plan if u.split == "train")
+    kept = plan_corpus(pool, {"espeak-us": 1.0}, seed=0, dev_fraction=0.2, test_fraction=0.2,
+                       not_for_evaluation=frozenset([*held, trained]))
+    transcripts = {u.transcript for u in kept}
+    assert transcripts.isdisjoint(held)  # left out, not moved to train (a model trained on them; rule says eval)
+    assert trained in transcripts  # a train sentence stays
+    assert len(kept) == len(plan) - len(held)
+    assert all(u.transcript == transcript_form(u.spoken) for u in kept)
+
+
+def test_new_corpus_starts_from_the_shipped_plan_when_options_match(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenspeech.data import build
+
+    monkeypatch.setattr(build, "_read_sentences", lambda options: sentences(400))
+    shipped_from = BuildOptions(out=tmp_path / "a", hours=(("espeak-us", 0.003),), heldout=1, progress=False,
+                                dev_fraction=0.2, test_fraction=0.2, shipped_plan=None)
+    plan = build.load_or_make_plan(shipped_from)
+    build.write_plan(tmp_path / "a" / "plan.jsonl", tmp_path / "shipped.jsonl.gz")
+    monkeypatch.setattr(build, "_read_sentences", lambda options: sentences(401))  # the sources changed since
+    same = BuildOptions(out=tmp_path / "b", hours=(("espeak-us", 0.003),), heldout=1, progress=False,
+                        dev_fraction=0.2, test_fraction=0.2, shipped_plan=tmp_path / "shipped.jsonl.gz")
+    assert build.load_or_make_plan(same) == plan
+    assert build.load_or_make_plan(same) == plan  # and it resumes from its own copy
+    replanned = BuildOptions(out=tmp_path / "c", hours=(("espeak-us", 0.003),), heldout=1, progress=False,
+                             dev_fraction=0.2, test_fraction=0.2, shipped_plan=None)
+    assert build.load_or_make_plan(replanned) != plan
+    other = BuildOptions(out=tmp_path / "d", hours=(("espeak-us", 0.004),), heldout=1, progress=False,
+                         dev_fraction=0.2, test_fraction=0.2, shipped_plan=tmp_path / "shipped.jsonl.gz")
+    assert build.load_or_make_plan(other) != plan  # other hours: not the shipped plan
+
+
+def test_build_records_only_the_asked_splits_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenspeech.data import build
+
+    monkeypatch.setattr(build, "_read_sentences", lambda options: sentences(300))
+    options = BuildOptions(out=tmp_path, hours=(("espeak-us", 0.01),), heldout=2, workers=1, progress=False,
+                           dev_fraction=0.2, test_fraction=0.2, splits=("test", "heldout"), shipped_plan=None)
+    stats = build.build_corpus(options)
+    plan = build.load_or_make_plan(options)
+    planned = {s: sum(u.split == s for u in plan) for s in ("train", "dev", "test", "heldout")}
+    assert stats["utterances_by_split"] == {"heldout": 2, "test": planned["test"]}
+    assert stats["unfinished_by_split"] == {"dev": planned["dev"], "train": planned["train"]}
+    assert (tmp_path / "train.jsonl").read_text() == ""
+    with pytest.raises(ValueError, match="splits"):
+        BuildOptions(out=tmp_path, splits=("valid",))
+
+
 @pytest.mark.skipif(not (shutil.which("flite") and shutil.which("text2wave")), reason="flite and festival needed")
 @pytest.mark.parametrize("name", [spec.name for spec in DIPHONE_VOICES])
 def test_diphone_voices_speak_at_the_asked_rate_and_pitch(name: str) -> None:

