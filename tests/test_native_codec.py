@@ -247,14 +247,21 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
+def tiny_training(corpus: Path, out: Path, steps: int, every: int, warmup_steps: int = 1):
+    """Options of a few-step tiny-codec training on one thread, checkpointed and exported ``every`` steps."""
+    from tokenspeech.training.codec import CodecTrainOptions
+
+    return CodecTrainOptions(corpus=corpus, out=out, steps=steps, batch_size=4, crop_seconds=0.64, lr=3e-3,
+                             warmup_steps=warmup_steps, threads=1, seed=3, log_interval=1, checkpoint_interval=every,
+                             export_interval=every, ladder=(2, 4), validation_items=2, config=TINY)
+
+
 def test_training_smoke_and_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tokenspeech.training.codec import CodecTrainer, CodecTrainOptions, train_codec
+    from tokenspeech.training.codec import CodecTrainer, train_codec
 
     corpus = write_corpus(tmp_path / "corpus")
     threads = torch.get_num_threads()
-    options = CodecTrainOptions(corpus=corpus, out=tmp_path / "a", steps=20, batch_size=4, crop_seconds=0.64,
-                                lr=3e-3, warmup_steps=2, threads=1, seed=3, log_interval=1, checkpoint_interval=10,
-                                export_interval=10, ladder=(2, 4), validation_items=2, config=TINY)
+    options = tiny_training(corpus, tmp_path / "a", steps=20, every=10, warmup_steps=2)
     interrupted = replace(options, out=tmp_path / "b")
     train_step = CodecTrainer.train_step
 
@@ -284,13 +291,11 @@ def test_training_smoke_and_exact_resume(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_decoder_fine_tuning_keeps_tokens(tmp_path: Path) -> None:
     """--init-from + --freeze-tokenizer: the decoder learns, the tokens of any audio stay the same."""
-    from tokenspeech.training.codec import CodecTrainOptions, train_codec
+    from tokenspeech.training.codec import train_codec
 
     corpus = write_corpus(tmp_path / "corpus")
     threads = torch.get_num_threads()
-    base = CodecTrainOptions(corpus=corpus, out=tmp_path / "base", steps=6, batch_size=4, crop_seconds=0.64,
-                             lr=3e-3, warmup_steps=1, threads=1, seed=3, log_interval=1, checkpoint_interval=6,
-                             export_interval=6, ladder=(2, 4), validation_items=2, config=TINY)
+    base = tiny_training(corpus, tmp_path / "base", steps=6, every=6)
     with pytest.raises(ConfigError, match="init_from"):
         replace(base, out=tmp_path / "x", freeze_tokenizer=True)
     try:
@@ -311,13 +316,11 @@ def test_decoder_fine_tuning_keeps_tokens(tmp_path: Path) -> None:
 
 def test_grown_decoder_starts_as_its_source(tmp_path: Path) -> None:
     """A deeper decoder initialised from a codec decodes exactly like it until it trains; shrinking is refused."""
-    from tokenspeech.training.codec import CodecTrainer, CodecTrainOptions, train_codec
+    from tokenspeech.training.codec import CodecTrainer, train_codec
 
     corpus = write_corpus(tmp_path / "corpus")
     threads = torch.get_num_threads()
-    base = CodecTrainOptions(corpus=corpus, out=tmp_path / "base", steps=4, batch_size=4, crop_seconds=0.64,
-                             lr=3e-3, warmup_steps=1, threads=1, seed=3, log_interval=1, checkpoint_interval=4,
-                             export_interval=4, ladder=(2, 4), validation_items=2, config=TINY)
+    base = tiny_training(corpus, tmp_path / "base", steps=4, every=4)
     deeper = replace(TINY, decoder_blocks=TINY.decoder_blocks + 2, decoder_fine_blocks=TINY.decoder_fine_blocks + 1)
     try:
         first = train_codec(base)
