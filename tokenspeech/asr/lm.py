@@ -78,7 +78,6 @@ def corpus_transcripts(corpus: Path, split: str = "train") -> list[str]:
     return list(texts)
 
 
-
 def source_train_texts(corpus: Path) -> list[str]:
     """Transcripts of every speakable sentence of ``corpus``'s text sources that falls in its train split.
 
@@ -88,9 +87,9 @@ def source_train_texts(corpus: Path) -> list[str]:
     the corpus seed, with the seed and fractions from the header of
     ``plan.jsonl``) and every form of every sentence the plan's evaluation
     rows speak (``reserved_sentences``). The second is not redundant: the
-    first extension of /work/corpus split its rows with another seed, so 219
-    of its dev and test sentences hash to ``train`` under the rule, and one
-    dev sentence reads differently under today's normaliser.
+    first extension of the corpus of sessions 1-9 split its rows with another
+    seed, so 219 of its dev and test sentences hashed to ``train`` under the
+    rule, and one dev sentence read differently under today's normaliser.
     """
     from tokenspeech.data.corpus import (DEV_FRACTION, TEST_FRACTION, Utterance, is_reserved, reserved_sentences,
                                          split_of, unique_speakable)
