@@ -165,10 +165,24 @@ def test_every_decoder_makes_audio_as_long_as_the_durations(synth: Synthesizer, 
 
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_fixed_seed_gives_identical_audio_and_other_seeds_differ(synth: Synthesizer, decoder: str) -> None:
-    options = SynthesisOptions(decoder=decoder, seed=5, steps=2, voice="espeak-us")
+    options = SynthesisOptions(decoder=decoder, seed=5, steps=2, voice="espeak-us", temperature=0.8)
     first = synth.synthesize("Same words again.", options).audio
     assert np.array_equal(first, synth.synthesize("Same words again.", options).audio)
     assert not np.array_equal(first, synth.synthesize("Same words again.", replace(options, seed=6)).audio)
+
+
+def test_semiar_is_greedy_by_default_and_the_others_sample(synth: Synthesizer) -> None:
+    """semiar's default temperature is 0: its audio does not depend on the seed; nar and ar sample at 0.8."""
+    assert [SynthesisOptions(decoder=d).resolved_temperature for d in ("nar", "semiar", "ar")] == [0.8, 0.0, 0.8]
+    assert SynthesisOptions(decoder="semiar", temperature=0.5).resolved_temperature == 0.5
+    semiar = SynthesisOptions(decoder="semiar", steps=2, seed=5)
+    first = synth.synthesize("Same words again.", semiar).audio
+    assert np.array_equal(first, synth.synthesize("Same words again.", replace(semiar, seed=6)).audio)
+    nar = SynthesisOptions(decoder="nar", steps=2, seed=5)
+    assert not np.array_equal(synth.synthesize("Same words again.", nar).audio,
+                              synth.synthesize("Same words again.", replace(nar, seed=6)).audio)
+    with pytest.raises(ConfigError, match="temperature"):
+        synth.synthesize("Hello.", SynthesisOptions(decoder="semiar", temperature=3.0))
 
 
 def test_semiar_stream_equals_one_shot_and_arrives_block_by_block(synth: Synthesizer) -> None:

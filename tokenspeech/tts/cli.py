@@ -15,8 +15,9 @@ Decoders:
           each with classifier-free guidance 2 (--guidance 0 turns it off);
           fastest offline.
   semiar  blocks of 16 frames (640 ms), --steps passes per block (default 3), each
-          block conditioned on the earlier ones; with --stream the first audio
-          comes after the first block.
+          block conditioned on the earlier ones, greedy (--temperature 0; the
+          others sample at 0.8); with --stream the first audio comes after the
+          first block.
   ar      the codec language model samples frame by frame (KV cache); slowest.
 
 Output: a 16 kHz WAV (or .flac/.ogg by suffix). With --stream the audio is
@@ -46,7 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="first-codebook passes (per block for semiar); default 3")
     parser.add_argument("--rate", type=float, default=1.0, help="speaking rate, 0.5..2 (2 = twice as fast)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same audio")
-    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="first-codebook sampling temperature, 0..2 (0 = greedy; default 0.8 for nar and ar, "
+                             "0 for semiar)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale (0 = off; default 2 for nar and ar, 0 for semiar: "
                              "guidance doubles the masked model passes)")

@@ -63,6 +63,10 @@ DEFAULT_STEPS = {"nar": 3, "semiar": 3, "ar": 1}  # first-codebook passes (per b
 # semiar stays unguided: guidance 2 gives 11.9 -> 8.6 % but costs 1.5x CPU, and 16 served streams fell from 144/144
 # to 100/112 faster than real time (docs/tts.md, session 8).
 DEFAULT_GUIDANCE = {"nar": 2.0, "semiar": 0.0, "ar": 2.0}
+# First-codebook sampling temperature per decoder (0 = greedy). semiar: greedy gave judge WER 14.1 -> 11.8 % on 60 dev
+# sentences and 15.4 -> 10.3 % on 60 test sentences against 0.8, at less CPU (docs/tts.md, session 10); nar (10.0 /
+# 10.1 / 10.1 % at 0.8 / 0.4 / 0 on dev) and ar (11.1 / 10.2 / 10.4 %) were flat within the judge's noise.
+DEFAULT_TEMPERATURE = {"nar": 0.8, "semiar": 0.0, "ar": 0.8}
 MAX_TEXT_CHARS = 5000  # per request; longer texts must be sent as several requests
 MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or space (keeps each under ~20 s)
 MAX_STEPS = 64
@@ -79,7 +83,7 @@ class SynthesisOptions:
     steps: int | None = None  # first-codebook passes (per block for semiar); None = decoder default
     rate: float = 1.0  # speaking rate: 2.0 = twice as fast, 0.5 = half as fast
     seed: int = 0
-    temperature: float = 0.8  # first codebook sampling (AR and masked); 0 = greedy
+    temperature: float | None = None  # first codebook sampling (AR and masked); 0 = greedy; None = DEFAULT_TEMPERATURE
     top_k: int = 50  # 0 = no cut
     guidance: float | None = None  # classifier-free guidance of the masked passes; 0 = off; None = DEFAULT_GUIDANCE
     block_frames: int = 16  # semiar block size in 40 ms frames (640 ms: half the per-block overhead of 8)
@@ -93,6 +97,10 @@ class SynthesisOptions:
     def resolved_guidance(self) -> float:
         return DEFAULT_GUIDANCE[self.decoder] if self.guidance is None else self.guidance
 
+    @property
+    def resolved_temperature(self) -> float:
+        return DEFAULT_TEMPERATURE[self.decoder] if self.temperature is None else self.temperature
+
 
 def verify_options(options: SynthesisOptions, voices: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` naming the valid choices when ``options`` cannot be used with these voices."""
@@ -104,7 +112,7 @@ def verify_options(options: SynthesisOptions, voices: tuple[str, ...]) -> None:
         (options.steps is None or 1 <= options.steps <= MAX_STEPS, f"steps must be 1..{MAX_STEPS}"),
         (RATE_RANGE[0] <= options.rate <= RATE_RANGE[1], f"rate must be in {RATE_RANGE[0]}..{RATE_RANGE[1]}"),
         (isinstance(options.seed, int) and options.seed >= 0, "seed must be a non-negative integer"),
-        (0.0 <= options.temperature <= 2.0, "temperature must be in 0..2"),
+        (options.temperature is None or 0.0 <= options.temperature <= 2.0, "temperature must be in 0..2"),
         (options.top_k >= 0, "top_k must be >= 0"),
         (options.guidance is None or 0.0 <= options.guidance <= 10.0, "guidance must be in 0..10"),
         (1 <= options.block_frames <= MAX_BLOCK_FRAMES, f"block_frames must be 1..{MAX_BLOCK_FRAMES}"),
@@ -194,10 +202,14 @@ class _Strategy(Protocol):
         ...
 
 
+def _sampling(options: SynthesisOptions) -> SamplingOptions:
+    """First-codebook sampling of every decoder."""
+    return SamplingOptions(temperature=options.resolved_temperature, top_k=options.top_k)
+
+
 def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptions:
     return MaskedDecodingOptions(steps=options.resolved_steps, fine_passes=options.fine_passes,
-                                 sampling=SamplingOptions(temperature=options.temperature, top_k=options.top_k),
-                                 guidance=options.resolved_guidance, seed=seed)
+                                 sampling=_sampling(options), guidance=options.resolved_guidance, seed=seed)
 
 
 class _Nar:
@@ -226,7 +238,7 @@ class _AR:
                seed: int) -> Program[None]:
         step_model = backend.ar()
         ar_options = ARDecodingOptions(max_length=condition.frames, eos_id=step_model.bos_id, seed=seed,
-                                       sampling=SamplingOptions(temperature=options.temperature, top_k=options.top_k))
+                                       sampling=_sampling(options))
         first = yield from calls.collect(ARDecoder(ar_options).stream(step_model, step_model.prepare(condition.cond),
                                                                       np.array([step_model.bos_id])))
         tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
