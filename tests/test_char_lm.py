@@ -121,6 +121,29 @@ def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
         PositionBeamOptions(beam_size=0)
 
 
+def test_position_beam_space_penalty_splits_a_word_only_where_the_space_is_clear() -> None:
+    """A position that prefers a space by a little ("the  at") keeps its letter under a penalty of 1; the clear
+    space after "the" (6.5 log units over the rest) stays a space."""
+    from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
+
+    lm, space = small_lm(), VOCAB.encode(" ")[0]
+    rows = []
+    for wanted, heard in zip("the cat", "the  at"):
+        row = np.full(len(VOCAB.symbols), -6.0)
+        row[VOCAB.encode(wanted)[0]] = 0.2
+        row[VOCAB.encode(heard)[0]] = 0.5  # the space the decoder slightly prefers at "c", or the letter itself
+        rows.append(row)
+    logits = np.array(rows)
+    plain = PositionBeamOptions(lm_weight=0.0, space_id=space)
+    assert VOCAB.decode(list(position_beam_search(logits, lm, plain))) == "the  at"
+    penalised = PositionBeamOptions(lm_weight=0.0, space_id=space, space_penalty=1.0)
+    assert VOCAB.decode(list(position_beam_search(logits, lm, penalised))) == "the cat"
+    with pytest.raises(ValueError, match="space_id"):
+        PositionBeamOptions(space_penalty=1.0)
+    with pytest.raises(ValueError, match="space_penalty"):
+        PositionBeamOptions(space_id=space, space_penalty=-1.0)
+
+
 def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
     out = tmp_path / "lm.npz"
     done = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),

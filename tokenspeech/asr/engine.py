@@ -72,6 +72,9 @@ AR_LENGTH_BONUS = 0.5
 # Paraformer with the LM: a beam over its positions after the parallel pass (see decoding/position_lm.py).
 PARAFORMER_BEAM = 8
 PARAFORMER_LM_WEIGHT = 0.5
+# ... with a penalty on the space character (log-probability units): the LM otherwise splits words. On 150 dev
+# clips: penalty 0 45.5 % WER, 1 43.6 %, 2 42.9 %, 3 46.0 %, 4 58.6 %.
+PARAFORMER_SPACE_PENALTY = 2.0
 LM_DECODERS = ("ctc", "ar", "paraformer")  # the decoders whose search takes a character LM
 
 
@@ -284,7 +287,8 @@ class AsrRecognizer:
             vocab = self.vocabulary
             search = PositionBeamOptions(beam_size=self.options.beam(True), token_beam=LM_TOKEN_BEAM,
                                          lm_weight=self.options.lm_settings()[0],
-                                         excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id))
+                                         excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id),
+                                         space_id=self.space_id, space_penalty=PARAFORMER_SPACE_PENALTY)
             best = [position_beam_search(logits[r, : len(f.fires)], self.lm, search) for r, f in enumerate(fired)]
         return [_Decoded(tokens, tuple(f.starts.tolist()), tuple((f.fires + 1).tolist()))
                 for tokens, f in zip(best, fired)]
