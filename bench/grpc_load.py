@@ -14,7 +14,9 @@ is ever contacted), then, with real gRPC clients in threads:
    with batch size 1: audio seconds served per wall second. Each of the ``--streams`` clients runs its calls
    back to back for ``--load-seconds`` (closed loop, after one untimed warm-up call), so the figure is the
    sustained throughput of that many concurrent streams; ``--load-seconds 0`` runs one call per client (a
-   single round, whose tail, where the longest texts finish alone, weighs on the figure);
+   single round, whose tail, where the longest texts finish alone, weighs on the figure). Both servers run
+   side by side and their rounds alternate ``--repeats`` times (batched, 1, 1, batched, ...), so a drift of
+   the machine's speed hits both alike; the figures pool the repeats and the ratio is printed per repeat;
 4. ``--soak-minutes M`` (optional): ``--soak-clients`` clients alternate
    synthesis and recognition for M minutes; the server's resident memory is
    sampled every few seconds and its growth reported.
@@ -23,6 +25,7 @@ Every loop is bounded by a count and by ``--time-limit`` seconds; each call
 has a deadline. Results: a Markdown table on stdout, ``OUT/results.json``.
 
 Usage:
+  .venv/bin/python bench/grpc_load.py --threads 2 --streams 16 --repeats 3 --soak-minutes 10
   .venv/bin/python bench/grpc_load.py --backend onnx --streams 16 --soak-minutes 10
   .venv/bin/python bench/grpc_load.py --random tiny --single 2 --streams 3 --soak-minutes 0.2   # smoke run
 """
@@ -43,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,21 +257,33 @@ def single_stream(stub: pb_grpc.SpeechStub, args: argparse.Namespace, deadline: 
     return summarise(outcomes)
 
 
-def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes) -> dict[str, Any]:
+LOAD_KINDS = ("synthesis", "recognition", "streaming_recognition")
+
+
+def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes) -> dict[str, tuple[list[Outcome], float]]:
     """``--streams`` concurrent clients of streaming synthesis, then of unary recognition, then of streaming
-    recognition, each for ``--load-seconds`` (closed loop) after one untimed warm-up call of each kind."""
+    recognition, each for ``--load-seconds`` (closed loop) after one untimed warm-up call of each kind; by kind,
+    the outcomes and the wall seconds."""
     stream_synthesis(stub, TEXTS[0], args.decoder, 0)
     recognition(stub, audio)
     streaming_recognition(stub, audio)
     synth = [lambda n, i=i: stream_synthesis(stub, TEXTS[(i + n) % len(TEXTS)], args.decoder, 1000 * n + i)
              for i in range(args.streams)]
-    outcomes, wall = closed_loop(synth, args.load_seconds)
     recognize = [lambda n: recognition(stub, audio) for _ in range(args.streams)]
-    recognized, recognition_wall = closed_loop(recognize, args.load_seconds)
     stream = [lambda n: streaming_recognition(stub, audio) for _ in range(args.streams)]
-    streamed, streamed_wall = closed_loop(stream, args.load_seconds)
-    return {"synthesis": summarise(outcomes, wall), "recognition": summarise(recognized, recognition_wall),
-            "streaming_recognition": summarise(streamed, streamed_wall)}
+    return {kind: closed_loop(clients, args.load_seconds)
+            for kind, clients in zip(LOAD_KINDS, (synth, recognize, stream))}
+
+
+def merge_rounds(rounds: list[dict[str, tuple[list[Outcome], float]]]) -> dict[str, Any]:
+    """One summary per kind over every repeat (outcomes pooled, wall seconds added), plus each repeat's
+    audio seconds per wall second."""
+    merged: dict[str, Any] = {}
+    for kind in LOAD_KINDS:
+        outcomes = [o for r in rounds for o in r[kind][0]]
+        merged[kind] = summarise(outcomes, sum(r[kind][1] for r in rounds))
+        merged[kind]["per_repeat"] = [summarise(*r[kind])["audio_per_wall_second"] for r in rounds]
+    return merged
 
 
 def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes,
@@ -334,6 +349,13 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{synth['errors'] or recog['errors'] or live['errors'] or 'none'} | "
                      f"{synth['audio_per_wall_second']:.2f} | {recog['audio_per_wall_second']:.2f} | "
                      f"{live['audio_per_wall_second']:.2f} |")
+    rows = results["rounds"]
+    batched, single = rows.get(results["max_batch"]), rows.get(1)
+    if batched is not None and single is not None and batched is not single:
+        ratios = [f"{b / o:.2f}x" for b, o in zip(batched["synthesis"]["per_repeat"], single["synthesis"]["per_repeat"])]
+        total = batched["synthesis"]["audio_per_wall_second"] / single["synthesis"]["audio_per_wall_second"]
+        lines += ["", f"Synthesis throughput, max batch {results['max_batch']} over 1: **{total:.2f}x** "
+                  f"over {len(ratios)} alternating repeat(s); by repeat {', '.join(ratios)}."]
     if "soak" in results:
         soak_row = results["soak"]
         rss = soak_row["rss_mb"]
@@ -397,6 +419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=16, help="batch size compared with 1")
     parser.add_argument("--load-seconds", type=float, default=20.0,
                         help="seconds each concurrent client keeps calling (closed loop); 0 = one call each")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="load rounds per batch size, alternating between the two servers (figures pool them)")
     parser.add_argument("--batch-patience", type=int, default=DEFAULT_BATCH_PATIENCE,
                         help="the server's --batch-patience (turns a smaller group waits for a larger one; "
                              "default: the server's)")
@@ -406,8 +430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds the server may take to start")
     parser.add_argument("--out", type=Path, default=Path("bench-grpc-load"))
     args = parser.parse_args(argv)
-    if min(args.single, args.streams, args.max_batch, args.soak_clients, args.threads) < 1:
-        parser.error("--single, --streams, --max-batch, --soak-clients and --threads must be >= 1")
+    if min(args.single, args.streams, args.max_batch, args.soak_clients, args.threads, args.repeats) < 1:
+        parser.error("--single, --streams, --max-batch, --soak-clients, --threads and --repeats must be >= 1")
     if args.batch_patience < 0:
         parser.error("--batch-patience must be >= 0")
     if args.load_seconds < 0:
@@ -424,24 +448,35 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "streams": args.streams,
                                "load_seconds": args.load_seconds, "batch_patience": args.batch_patience,
                                "models": f"random {args.random}-size" if args.random else "trained models",
-                               "threads": args.threads, "rounds": {}}
-    for batch in dict.fromkeys((args.max_batch, 1)):
-        if deadline.passed():
-            logger.warning("time limit reached: skipping batch size %d", batch)
-            break
-        with running_server(args, models, batch, workdir, args.streams + args.soak_clients + 2) as server:
-            channel = grpc.insecure_channel(server.target)
-            stub = pb_grpc.SpeechStub(channel)
-            audio = stub.Synthesize(pb.SynthesizeRequest(text=TEXTS[0]), timeout=CALL_TIMEOUT).audio
-            if batch == args.max_batch:
-                logger.info("one stream")
-                results["single"] = single_stream(stub, args, deadline)
-            logger.info("%d concurrent streams, max batch %d", args.streams, batch)
-            results["rounds"][batch] = load_round(stub, args, audio)
-            if batch == args.max_batch and args.soak_minutes > 0 and not deadline.passed():
-                logger.info("soak for %.1f min", args.soak_minutes)
-                results["soak"] = soak(server, stub, args, audio, deadline)
-            channel.close()
+                               "threads": args.threads, "max_batch": args.max_batch, "repeats": args.repeats,
+                               "rounds": {}}
+    batches = list(dict.fromkeys((args.max_batch, 1)))
+    with ExitStack() as running:
+        # Both servers run from the start, the one not measured idle, and their load rounds alternate
+        # (batched, 1, 1, batched, ...): the machine's speed drifts by a third within minutes here, so
+        # rounds measured far apart in time gave batching ratios from 2.2x to 3.4x on the same code.
+        servers = {batch: running.enter_context(running_server(args, models, batch, workdir,
+                                                               args.streams + args.soak_clients + 2))
+                   for batch in batches}
+        stubs = {batch: pb_grpc.SpeechStub(running.enter_context(grpc.insecure_channel(server.target)))
+                 for batch, server in servers.items()}
+        stub = stubs[args.max_batch]
+        audio = stub.Synthesize(pb.SynthesizeRequest(text=TEXTS[0]), timeout=CALL_TIMEOUT).audio
+        logger.info("one stream")
+        results["single"] = single_stream(stub, args, deadline)
+        rounds: dict[int, list[dict[str, tuple[list[Outcome], float]]]] = {batch: [] for batch in batches}
+        for repeat in range(args.repeats):
+            for batch in batches if repeat % 2 == 0 else batches[::-1]:
+                if deadline.passed():
+                    logger.warning("time limit reached: skipping a round at max batch %d", batch)
+                    continue
+                logger.info("%d concurrent streams, max batch %d (repeat %d of %d)", args.streams, batch,
+                            repeat + 1, args.repeats)
+                rounds[batch].append(load_round(stubs[batch], args, audio))
+        results["rounds"] = {batch: merge_rounds(done) for batch, done in rounds.items() if done}
+        if args.soak_minutes > 0 and not deadline.passed():
+            logger.info("soak for %.1f min", args.soak_minutes)
+            results["soak"] = soak(servers[args.max_batch], stub, args, audio, deadline)
     return results
 
 

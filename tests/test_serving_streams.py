@@ -11,7 +11,7 @@ import pytest
 from serving_harness import hold
 
 from tokenspeech.decoding.calls import Call, Program
-from tokenspeech.serving.batcher import Batcher, Pause
+from tokenspeech.serving.batcher import SETTLED, Batcher, Pause
 from tokenspeech.serving.sessions import SteppedStream
 
 
@@ -250,6 +250,59 @@ def test_a_waiting_group_runs_after_patience_turns_even_if_the_crowd_never_comes
     # turns 1 and 2: the crowd's a passes while b waits; turn 3: b has waited 2 turns and runs too
     assert log.index("lone") == 2 * 3 + 3
     assert ("b", 1) in model.passes and model.passes.count(("a", 3)) == 10
+
+
+def lone_b_twice(model: Keyed, settle: bool) -> Program[int]:
+    """Two b passes; with ``settle``, SETTLED between them (the first is what an eager caller waits for)."""
+    value = yield Call(model.b, (0,))
+    if settle:
+        assert (yield SETTLED) is None
+    return (yield Call(model.b, (value,)))
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_an_eager_task_skips_patience_until_it_settles(eager: bool) -> None:
+    model = Keyed()
+    worker = Batcher("first-chunk", max_batch=8, patience=2)
+    worker.start()
+    try:
+        release = hold(worker)
+        crowd = [worker.submit_program(program(model, "aaaa")) for _ in range(3)]
+        lone = worker.submit_program(lone_b_twice(model, settle=eager), eager=eager)
+        release.set()
+        assert [f.result(10) for f in crowd] == [4, 4, 4] and lone.result(10) == 2
+    finally:
+        worker.stop(5)
+    a3, b1 = ("a", 3), ("b", 1)
+    if eager:  # its first b runs in the first turn; settled, its second b waits two turns like any other
+        assert model.passes == [a3, b1, a3, a3, a3, b1]
+    else:  # its first b waits two turns for the crowd's a passes
+        assert model.passes == [a3, a3, a3, b1, a3, b1]
+
+
+def test_a_stream_is_eager_until_its_first_output() -> None:
+    model = Keyed()
+
+    def chunks() -> Program[None]:
+        for _ in range(2):
+            yield (yield Call(model.b, (0,)))
+
+    async def main() -> list[int]:
+        release = hold(worker)
+        crowd = [worker.submit_program(program(model, "aaaa")) for _ in range(3)]
+        stream = SteppedStream(worker, chunks(), ahead=10)
+        release.set()
+        outputs = await read_all(stream)
+        assert [await asyncio.wrap_future(f) for f in crowd] == [4, 4, 4]
+        return outputs
+
+    worker = Batcher("stream-first-chunk", max_batch=8, patience=2)
+    worker.start()
+    try:
+        assert asyncio.run(main()) == [1, 1]
+    finally:
+        worker.stop(5)
+    assert model.passes == [("a", 3), ("b", 1), ("a", 3), ("a", 3), ("a", 3), ("b", 1)]
 
 
 def test_patience_must_not_be_negative() -> None:

@@ -27,6 +27,12 @@ each and the codec steps from 3.5 to 7-9, and synthesis throughput by about
 13 % on 2 threads. With 16 streams started together it changes little.
 The server's default is ``DEFAULT_BATCH_PATIENCE`` (serving/config.py).
 
+A task may be submitted *eager* (``submit_program(..., eager=True)``): until
+it yields :data:`SETTLED`, a group holding one of its calls is always due,
+patience or not. A streaming session is eager until its first output, so
+patience, which trades a turn or two of waiting for fuller passes, never
+delays the first audio chunk that a person is waiting for.
+
 A task may also yield a :class:`Pause`: it leaves the worker (keeping its
 place in no batch) until someone releases the pause, then rejoins at the
 next turn. A streaming session is one task for its whole life and pauses
@@ -85,6 +91,17 @@ class Pause:
         wake()
 
 
+class _Settled:
+    """The type of :data:`SETTLED`."""
+
+    def __repr__(self) -> str:
+        return "SETTLED"
+
+
+SETTLED = _Settled()
+"""What an eager task's program yields when it no longer needs its calls run at once (the yield returns None)."""
+
+
 @dataclass(eq=False)
 class _Task:
     future: Future
@@ -94,6 +111,7 @@ class _Task:
     stop: bool = False  # set by Batcher.cancel once started: close the program at the next resume
     pause: Pause | None = None  # set while the task is parked
     waited: int = 0  # turns its pending call has waited for a larger group to run first
+    eager: bool = False  # its calls' groups run at once, whatever the patience (until it yields SETTLED)
 
 
 @dataclass
@@ -197,9 +215,12 @@ class Batcher:
         keyed = _Keyed(key, run_batch)
         return self.submit_program(_one_call(Call(keyed.item, (item,))))
 
-    def submit_program(self, program: Program[T]) -> Future[T]:
-        """Queue a task: ``program``'s calls run batched with other tasks'; its return value is the result."""
-        task = _Task(Future(), program)
+    def submit_program(self, program: Program[T], eager: bool = False) -> Future[T]:
+        """Queue a task: ``program``'s calls run batched with other tasks'; its return value is the result.
+
+        ``eager``: the task's calls never wait for fuller groups (``patience``) until it yields :data:`SETTLED`.
+        """
+        task = _Task(Future(), program, eager=eager)
         with self._wake:
             if self._stopping and self._thread is None:
                 raise RuntimeError(f"the {self.name} worker has stopped")
@@ -302,7 +323,8 @@ class Batcher:
         else:
             largest = max(keyed, key=lambda g: (len(g), max(flight[i].waited for i in g)))
             waiting = {id(g) for g in keyed if g is not largest
-                       and max(flight[i].waited for i in g) < self.patience}
+                       and max(flight[i].waited for i in g) < self.patience
+                       and not any(flight[i].eager for i in g)}
             due = [g for g in groups if id(g) not in waiting]
         running = {i for group in due for i in group}
         for index, task in enumerate(flight):
@@ -318,6 +340,9 @@ class Batcher:
             return
         try:
             item = calls.advance(task.program, outcome)
+            while item is SETTLED:
+                task.eager = False
+                item = calls.advance(task.program)
         except StopIteration as stop:
             task.call = None
             task.future.set_result(stop.value)

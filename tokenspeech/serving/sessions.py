@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tokenspeech.decoding import calls
-from tokenspeech.serving.batcher import Batcher, Pause
+from tokenspeech.serving.batcher import SETTLED, Batcher, Pause
 from tokenspeech.serving.status import CapacityError
 
 T = TypeVar("T")
@@ -73,6 +73,10 @@ class SteppedStream(Generic[T]):
     the line, so streams beyond ``max_batch`` take turns instead of waiting
     for whole streams to end.
 
+    Until its first output the stream is an *eager* task (:data:`~tokenspeech.serving.batcher.SETTLED`):
+    its passes never wait for fuller batches, so the batcher's patience does
+    not delay a first audio chunk (16 streams under sustained load, docs/serving.md).
+
     :meth:`close` stops generation: the program is closed on the worker
     thread at its next call boundary, which frees the session's state.
     """
@@ -88,17 +92,21 @@ class SteppedStream(Generic[T]):
         self._pause: Pause | None = None
         self._closed = False
         self._batcher = batcher
-        self._future = batcher.submit_program(self._pump(program))
+        self._future = batcher.submit_program(self._pump(program), eager=True)
         self._future.add_done_callback(self._ended)
 
     def _pump(self, program: calls.Program[None]) -> calls.Program[None]:
         """On the worker: the program's calls pass through; its outputs go to the queue."""
         outputs = calls.Outputs(program)
+        settled = False
         try:
             while True:
                 item = yield from outputs.next()
                 if item is calls.END:
                     return
+                if not settled:  # the first output is out: from now on its passes may wait for fuller batches
+                    settled = True
+                    yield SETTLED
                 with self._lock:
                     self._unread += 1
                     pause = self._pause = Pause() if self._unread >= self._ahead else None
