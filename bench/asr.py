@@ -121,12 +121,13 @@ class OursOffline:
     """One of our offline decoders over the loaded model (the whole clip at once)."""
 
     def __init__(self, bundle, name: str, beam: int | None, lm, lm_weight: float | None = None,
-                 length_bonus: float | None = None) -> None:
+                 length_bonus: float | None = None, ctc_weight: float | None = None) -> None:
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 
         self.name = name
         decoder = name.removesuffix("-greedy")
-        options = RecognizerOptions(decoder=decoder, beam_size=beam, lm_weight=lm_weight, length_bonus=length_bonus)
+        options = RecognizerOptions(decoder=decoder, beam_size=beam, lm_weight=lm_weight, length_bonus=length_bonus,
+                                    ctc_weight=ctc_weight)
         self.recognizer = TorchRecognizer(bundle, options, None if name.endswith("-greedy") else lm)
         self.encoder_cpu = 0.0  # CPU seconds inside the shared encoder: the rest is this decoder's own cost
         backend = self.recognizer.backend  # one per recognizer, so the timing wraps this system alone
@@ -217,7 +218,8 @@ def build_system(name: str, args: argparse.Namespace, bundle) -> System:
     if name == "semiar-stream":
         return OursStreaming(bundle, args.chunk)
     if name in OURS:
-        return OursOffline(bundle, name, args.beam, args.language_model, args.lm_weight, args.length_bonus)
+        return OursOffline(bundle, name, args.beam, args.language_model, args.lm_weight, args.length_bonus,
+                           args.ctc_weight)
     if name == "whisper":
         return Whisper(args.threads)
     return PocketSphinx()
@@ -373,6 +375,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "ar 0.5, paraformer 0.5)")
     parser.add_argument("--length-bonus", type=float, default=None,
                         help="per-character bonus with the LM (default: the decoder's, ctc 1.5, ar 0.5)")
+    parser.add_argument("--ctc-weight", type=float, default=None,
+                        help="share of the CTC prefix score in the ar and paraformer searches (default: the "
+                             "decoder's, ar 0.5, paraformer see PARAFORMER_CTC_WEIGHT)")
     parser.add_argument("--chunk", type=int, default=None,
                         help="streaming chunk in 40 ms encoder frames (default: RecognizerOptions, 6 = 240 ms)")
     args = parser.parse_args(argv)
@@ -408,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_card_metrics": bundle.card.get("metrics") if bundle else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads, "seed": args.seed, "beam": args.beam,
         "lm": str(args.lm or "(shipped)"), "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
+        "ctc_weight": args.ctc_weight,
         "chunk": args.chunk,
         "clips": [{"id": c.id, "set": c.set, "voice": c.voice, "text": c.text, "seconds": c.seconds} for c in clips],
         "systems": {name: vars(r) for name, r in results.items()}, "ratios": ratios,

@@ -144,6 +144,37 @@ def test_position_beam_space_penalty_splits_a_word_only_where_the_space_is_clear
         PositionBeamOptions(space_id=space, space_penalty=-1.0)
 
 
+def test_position_beam_with_ctc_scores_follows_the_ctc_head_where_the_positions_hesitate() -> None:
+    """Positions that slightly prefer "the cat tat", a CTC head sure of "the cat sat": with the CTC prefix
+    scores joined in the beam spells what the CTC head heard; at weight 0 the scorer is ignored."""
+    from tokenspeech.decoding.joint_ctc import CtcPrefixScorer
+    from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
+
+    lm, blank = small_lm(), VOCAB.pad_id
+    target, acoustic_best = "the cat sat", "the cat tat"
+    rows = []
+    for wanted, heard in zip(target, acoustic_best):
+        row = np.full(len(VOCAB.symbols), -6.0)
+        row[VOCAB.encode(heard)[0]] = 0.5
+        row[VOCAB.encode(wanted)[0]] = max(row[VOCAB.encode(wanted)[0]], 0.2)
+        rows.append(row)
+    logits = np.array(rows)
+    frames = []
+    for char in target:  # each character on one frame, then a blank frame
+        for token in (VOCAB.encode(char)[0], blank):
+            probs = np.full(len(VOCAB.symbols), 1e-4)
+            probs[token] = 1.0
+            frames.append(np.log(probs / probs.sum()))
+    scorer = CtcPrefixScorer(np.array(frames), blank, VOCAB.eos_id)
+    alone = PositionBeamOptions(lm_weight=0.0)
+    assert VOCAB.decode(list(position_beam_search(logits, lm, alone, scorer))) == acoustic_best
+    joint = PositionBeamOptions(lm_weight=0.0, ctc_weight=0.5)
+    assert VOCAB.decode(list(position_beam_search(logits, lm, joint, scorer))) == target
+    assert VOCAB.decode(list(position_beam_search(logits, lm, joint))) == acoustic_best  # no scorer, no CTC
+    with pytest.raises(ValueError, match="ctc_weight"):
+        PositionBeamOptions(ctc_weight=1.5)
+
+
 def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
     out = tmp_path / "lm.npz"
     done = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),

@@ -39,9 +39,9 @@ greedily, --lm FILE takes one from `tokenspeech train lm`. ar runs the
 attention decoder token by token in a beam of 4, scored jointly with the CTC
 head (which stops it from skipping or repeating phrases) and the same LM.
 paraformer decodes every character in one parallel pass, then a beam of 8
-over its positions re-ranks the likeliest characters with the same LM (the
-pass's length is kept; a space costs a little extra, or the LM splits words).
-semiar (chunked, as in streaming) uses no LM.
+over its positions re-ranks the likeliest characters with the same LM and the
+CTC head's prefix scores (the pass's length is kept; a space costs a little
+extra, or the LM splits words). semiar (chunked, as in streaming) uses no LM.
 
 A bad file (missing, unreadable, empty, silent, longer than --max-duration)
 gets a result with its reason and never stops the batch. A summary (files

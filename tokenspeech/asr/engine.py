@@ -37,7 +37,7 @@ from tokenspeech.asr.base import DECODERS, FRAME_SECONDS, Transcript, WordTiming
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
 from tokenspeech.decoding.calls import Call, Program, run
 from tokenspeech.decoding.cif import cif_fire
-from tokenspeech.decoding.joint_ctc import JointCtcAttentionDecoder, JointDecodingOptions
+from tokenspeech.decoding.joint_ctc import CtcPrefixScorer, JointCtcAttentionDecoder, JointDecodingOptions
 from tokenspeech.decoding.ctc import (
     CtcBeamOptions,
     CtcPath,
@@ -67,6 +67,7 @@ CTC_LENGTH_BONUS = 1.5
 # attention alone, greedy 117.9 / 136.7 % WER (it loops); beam 4 with CTC weight 0.3: 47.7 / 67.4 %; with the
 # LM (0.5, length bonus 0.5, CTC weight 0.5): 37.8 / 52.4 %. See docs/asr.md.
 AR_BEAM = 4
+AR_CTC_WEIGHT = 0.5
 AR_LM_WEIGHT = 0.5
 AR_LENGTH_BONUS = 0.5
 # Paraformer with the LM: a beam over its positions after the parallel pass (see decoding/position_lm.py).
@@ -75,6 +76,8 @@ PARAFORMER_LM_WEIGHT = 0.5
 # ... with a penalty on the space character (log-probability units): the LM otherwise splits words. On 150 dev
 # clips: penalty 0 45.5 % WER, 1 43.6 %, 2 42.9 %, 3 46.0 %, 4 58.6 %.
 PARAFORMER_SPACE_PENALTY = 2.0
+# ... and the CTC head's prefix scores joined in, as for ar (0: off).
+PARAFORMER_CTC_WEIGHT = 0.5
 LM_DECODERS = ("ctc", "ar", "paraformer")  # the decoders whose search takes a character LM
 
 
@@ -89,7 +92,9 @@ class RecognizerOptions:
     # decoder's default (ctc 0.8 and 1.5, ar 0.5 and 0.5, paraformer 0.5 and none: CIF fixes the length)
     lm_weight: float | None = None
     length_bonus: float | None = None
-    ctc_weight: float = 0.5  # ar: weight of the CTC prefix score against the attention decoder's (0: attention alone)
+    # ar, paraformer: weight of the CTC prefix score against the decoder's (0: the decoder alone); None: the
+    # decoder's default (ar 0.5, paraformer PARAFORMER_CTC_WEIGHT)
+    ctc_weight: float | None = None
     chunk: int = 6  # 240 ms blocks: 285 ms algorithmic latency (target <= 320 ms)
     left_chunks: int = 0  # 0 = all left context
     max_seconds: float = 30.0
@@ -103,7 +108,7 @@ class RecognizerOptions:
             raise ConfigError("beam_size and chunk must be >= 1, left_chunks >= 0")
         if self.lm_weight is not None and self.lm_weight < 0:
             raise ConfigError("lm_weight must be >= 0")
-        if not 0 <= self.ctc_weight <= 1:
+        if self.ctc_weight is not None and not 0 <= self.ctc_weight <= 1:
             raise ConfigError("ctc_weight must be in [0, 1]")
         if self.max_seconds <= 0 or self.max_tokens_per_second <= 0:
             raise ConfigError("max_seconds and max_tokens_per_second must be > 0")
@@ -119,6 +124,12 @@ class RecognizerOptions:
         if not with_lm:
             return 1
         return {"ctc": LM_BEAM, "paraformer": PARAFORMER_BEAM}.get(self.decoder, 1)
+
+    def joint_ctc_weight(self) -> float:
+        """The weight of the CTC prefix score in the ar and paraformer searches: the option, else the default."""
+        if self.ctc_weight is not None:
+            return self.ctc_weight
+        return {"ar": AR_CTC_WEIGHT, "paraformer": PARAFORMER_CTC_WEIGHT}.get(self.decoder, 0.0)
 
     def lm_settings(self) -> tuple[float, float]:
         """``(lm_weight, length_bonus)`` of this decoder's search with a language model."""
@@ -288,8 +299,12 @@ class AsrRecognizer:
             search = PositionBeamOptions(beam_size=self.options.beam(True), token_beam=LM_TOKEN_BEAM,
                                          lm_weight=self.options.lm_settings()[0],
                                          excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id),
-                                         space_id=self.space_id, space_penalty=PARAFORMER_SPACE_PENALTY)
-            best = [position_beam_search(logits[r, : len(f.fires)], self.lm, search) for r, f in enumerate(fired)]
+                                         space_id=self.space_id, space_penalty=PARAFORMER_SPACE_PENALTY,
+                                         ctc_weight=self.options.joint_ctc_weight())
+            best = [position_beam_search(logits[r, : len(f.fires)], self.lm, search,
+                                         CtcPrefixScorer(encoded.ctc_log_probs[r, :length], vocab.pad_id, vocab.eos_id)
+                                         if search.ctc_weight > 0 else None)
+                    for r, (f, length) in enumerate(zip(fired, encoded.lengths.tolist()))]
         return [_Decoded(tokens, tuple(f.starts.tolist()), tuple((f.fires + 1).tolist()))
                 for tokens, f in zip(best, fired)]
 
@@ -298,7 +313,7 @@ class AsrRecognizer:
         max_length = max(2, int(encoded.hidden.shape[1] * FRAME_SECONDS * self.options.max_tokens_per_second))
         adapter = self.backend.attention_step()
         state = adapter.prepare(encoded.hidden, encoded.lengths)
-        if self.options.ctc_weight == 0 and self.lm is None:  # the attention decoder alone
+        if self.options.joint_ctc_weight() == 0 and self.lm is None:  # the attention decoder alone
             options = ARDecodingOptions(max_length=max_length, eos_id=vocab.eos_id, beam_size=self.options.beam())
             results = ARDecoder(options).run(adapter, state, np.full(encoded.hidden.shape[0], vocab.bos_id,
                                                                      dtype=np.int64))
@@ -306,7 +321,7 @@ class AsrRecognizer:
             weight, bonus = self.options.lm_settings()
             joint = JointCtcAttentionDecoder(JointDecodingOptions(
                 max_length=max_length, eos_id=vocab.eos_id, blank_id=vocab.pad_id, beam_size=self.options.beam(),
-                ctc_weight=self.options.ctc_weight, lm_weight=weight, length_bonus=bonus if self.lm else 0.0,
+                ctc_weight=self.options.joint_ctc_weight(), lm_weight=weight, length_bonus=bonus if self.lm else 0.0,
                 excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id)), self.lm)
             results = [joint.run(adapter, adapter.select(state, np.array([row])), vocab.bos_id,
                                  encoded.ctc_log_probs[row, :length])
