@@ -96,6 +96,16 @@ def test_beam_search_with_the_lm_picks_the_likely_spelling() -> None:
     assert fused[0].score >= fused[-1].score
 
 
+def position_logits(wanted: str, heard: str) -> np.ndarray:
+    """Parallel-decoder logits ``[positions, V]``: each position prefers its ``heard`` character (0.5) a little
+    over its ``wanted`` one (0.2), every other token far behind."""
+    rows = np.full((len(wanted), len(VOCAB.symbols)), -6.0)
+    for row, want, hear in zip(rows, wanted, heard):
+        row[VOCAB.encode(want)[0]] = 0.2
+        row[VOCAB.encode(hear)[0]] = 0.5
+    return rows
+
+
 def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
     """Paraformer positions that slightly prefer "the cat tat": with the LM the beam spells "sat"; with weight 0
     it is each position's best; excluded tokens are never chosen, however likely."""
@@ -103,13 +113,7 @@ def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
 
     lm = small_lm()
     target, acoustic_best = "the cat sat", "the cat tat"
-    rows = []
-    for wanted, heard in zip(target, acoustic_best):
-        row = np.full(len(VOCAB.symbols), -6.0)
-        row[VOCAB.encode(heard)[0]] = 0.5
-        row[VOCAB.encode(wanted)[0]] = max(row[VOCAB.encode(wanted)[0]], 0.2)
-        rows.append(row)
-    logits = np.array(rows)
+    logits = position_logits(target, acoustic_best)
     assert VOCAB.decode(list(logits.argmax(axis=-1))) == acoustic_best
     assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=0.0)))) == acoustic_best
     assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=1.0)))) == target
@@ -127,13 +131,7 @@ def test_position_beam_space_penalty_splits_a_word_only_where_the_space_is_clear
     from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
 
     lm, space = small_lm(), VOCAB.encode(" ")[0]
-    rows = []
-    for wanted, heard in zip("the cat", "the  at"):
-        row = np.full(len(VOCAB.symbols), -6.0)
-        row[VOCAB.encode(wanted)[0]] = 0.2
-        row[VOCAB.encode(heard)[0]] = 0.5  # the space the decoder slightly prefers at "c", or the letter itself
-        rows.append(row)
-    logits = np.array(rows)
+    logits = position_logits("the cat", "the  at")  # at "c" the decoder slightly prefers a space
     plain = PositionBeamOptions(lm_weight=0.0, space_id=space)
     assert VOCAB.decode(list(position_beam_search(logits, lm, plain))) == "the  at"
     penalised = PositionBeamOptions(lm_weight=0.0, space_id=space, space_penalty=1.0)
@@ -152,13 +150,7 @@ def test_position_beam_with_ctc_scores_follows_the_ctc_head_where_the_positions_
 
     lm, blank = small_lm(), VOCAB.pad_id
     target, acoustic_best = "the cat sat", "the cat tat"
-    rows = []
-    for wanted, heard in zip(target, acoustic_best):
-        row = np.full(len(VOCAB.symbols), -6.0)
-        row[VOCAB.encode(heard)[0]] = 0.5
-        row[VOCAB.encode(wanted)[0]] = max(row[VOCAB.encode(wanted)[0]], 0.2)
-        rows.append(row)
-    logits = np.array(rows)
+    logits = position_logits(target, acoustic_best)
     frames = []
     for char in target:  # each character on one frame, then a blank frame
         for token in (VOCAB.encode(char)[0], blank):
