@@ -258,9 +258,10 @@ def single_stream(stub: pb_grpc.SpeechStub, args: argparse.Namespace, deadline: 
 
 
 LOAD_KINDS = ("synthesis", "recognition", "streaming_recognition")
+Round = dict[str, tuple[list[Outcome], float]]  # one load round: by kind, the outcomes and the wall seconds
 
 
-def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes) -> dict[str, tuple[list[Outcome], float]]:
+def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes) -> Round:
     """``--streams`` concurrent clients of streaming synthesis, then of unary recognition, then of streaming
     recognition, each for ``--load-seconds`` (closed loop) after one untimed warm-up call of each kind; by kind,
     the outcomes and the wall seconds."""
@@ -275,7 +276,7 @@ def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes)
             for kind, clients in zip(LOAD_KINDS, (synth, recognize, stream))}
 
 
-def merge_rounds(rounds: list[dict[str, tuple[list[Outcome], float]]]) -> dict[str, Any]:
+def merge_rounds(rounds: list[Round]) -> dict[str, Any]:
     """One summary per kind over every repeat (outcomes pooled, wall seconds added), plus each repeat's
     audio seconds per wall second."""
     merged: dict[str, Any] = {}
@@ -352,7 +353,8 @@ def markdown(results: dict[str, Any]) -> str:
     rows = results["rounds"]
     batched, single = rows.get(results["max_batch"]), rows.get(1)
     if batched is not None and single is not None and batched is not single:
-        ratios = [f"{b / o:.2f}x" for b, o in zip(batched["synthesis"]["per_repeat"], single["synthesis"]["per_repeat"])]
+        ratios = [f"{b / o:.2f}x"
+                  for b, o in zip(batched["synthesis"]["per_repeat"], single["synthesis"]["per_repeat"])]
         total = batched["synthesis"]["audio_per_wall_second"] / single["synthesis"]["audio_per_wall_second"]
         lines += ["", f"Synthesis throughput, max batch {results['max_batch']} over 1: **{total:.2f}x** "
                   f"over {len(ratios)} alternating repeat(s); by repeat {', '.join(ratios)}."]
@@ -464,7 +466,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         audio = stub.Synthesize(pb.SynthesizeRequest(text=TEXTS[0]), timeout=CALL_TIMEOUT).audio
         logger.info("one stream")
         results["single"] = single_stream(stub, args, deadline)
-        rounds: dict[int, list[dict[str, tuple[list[Outcome], float]]]] = {batch: [] for batch in batches}
+        rounds: dict[int, list[Round]] = {batch: [] for batch in batches}
         for repeat in range(args.repeats):
             for batch in batches if repeat % 2 == 0 else batches[::-1]:
                 if deadline.passed():
