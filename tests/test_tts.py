@@ -352,6 +352,32 @@ def test_training_continues_from_exported_weights(tmp_path: Path) -> None:
         train_tts(other, codec)
 
 
+def test_continuing_on_a_corpus_that_lacks_some_symbols_keeps_the_models_vocabulary(tmp_path: Path) -> None:
+    """--init-from on new sentences that never use one of the model's phoneme symbols still trains;
+    a corpus symbol the model does not know is refused before any encoding."""
+    from tokenspeech.text.vocab import Vocabulary
+    from tokenspeech.training.tts import train_tts
+
+    codec = tiny_codec()
+    first = load_tts_model(train_tts(_train_options(tmp_path / "first", stop_at=6), codec).weights)
+    symbols = first.phonemes.to_json()
+
+    def exported(name: str, vocabulary: list[str]) -> Path:
+        config = replace(first.model.config, num_phonemes=len(vocabulary))
+        return save_tts_model(TtsModel(config), tmp_path / name / "tts", Vocabulary.from_json(vocabulary),
+                              first.voices, first.codec, training={"steps": 6})
+
+    wider = exported("wider", [*symbols, "\u02b2"])  # a symbol the fixture corpus never uses
+    result = train_tts(replace(_train_options(tmp_path / "continued"), init_from=wider, steps=8), codec)
+    assert result.steps == 8
+    assert load_tts_model(result.weights).phonemes.to_json() == [*symbols, "\u02b2"]
+    narrower = exported("narrower", [s for s in symbols if s != "t"])
+    out = tmp_path / "refused"
+    with pytest.raises(ConfigError, match="phoneme symbols .*'t'"):
+        train_tts(replace(_train_options(out), init_from=narrower), codec)
+    assert not (out / "cache" / "codes-train.npz").exists()
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,31 @@ def _load_codec(options: TtsTrainOptions, codec: Any | None) -> Any:
     return load_native_codec(options.codec)
 
 
+def _run_vocabulary(options: TtsTrainOptions, phoneme_strings: Iterable[str]) -> Vocabulary:
+    """The phoneme symbols of this run: those of the data, or of the ``init_from`` model when it has them all.
+
+    A model continued on new sentences keeps its own symbol table (ids are
+    positions in its embedding), so symbols it knows but the new corpus never
+    uses (a rare nasalised vowel, say) do not make the two disagree.
+    """
+    seen = phoneme_vocabulary(phoneme_strings)
+    if options.init_from is None:
+        return seen
+    from tokenspeech.tts.model_io import artifact_paths
+
+    card_path = artifact_paths(options.init_from)[1]
+    if not card_path.is_file():
+        raise ConfigError(f"--init-from {options.init_from}: its model card {card_path} is missing")
+    model_symbols = json.loads(card_path.read_text()).get("phoneme_vocabulary")
+    if not isinstance(model_symbols, list):
+        raise ConfigError(f"{card_path} has no phoneme_vocabulary list; is it a TTS model card?")
+    unknown = sorted(set(seen.to_json()) - set(model_symbols))
+    if unknown:
+        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {card_path.name} was not trained with; "
+                          "train a new model instead of --init-from")
+    return Vocabulary.from_json(model_symbols)
+
+
 def prepare_data(options: TtsTrainOptions, codec: Any | None = None) -> PreparedData:
     """Phase 1: read the corpus and encode it (reusing ``out/cache`` when it matches the corpus)."""
     cache_dir = options.out / "cache"
@@ -225,12 +251,14 @@ def prepare_data(options: TtsTrainOptions, codec: Any | None = None) -> Prepared
                        ", ".join(sorted(set(options.voices) - set(voices))))
     meta_path = cache_dir / "meta.json"
     listing = {split: [u.id for u in rows[split]] for split in SPLITS}
+    vocabulary = _run_vocabulary(options, (u.phonemes for split in SPLITS for u in rows[split]))
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    if meta is None or meta.get("listing") != listing or meta.get("codebooks") != options.codebooks:
+    if meta is None or meta.get("listing") != listing or meta.get("codebooks") != options.codebooks \
+            or meta.get("vocabulary") != vocabulary.to_json():
         if meta is not None:
-            logger.warning("the corpus or codebooks changed since %s was written: re-encoding", cache_dir)
+            logger.warning("the corpus, codebooks or phoneme symbols changed since %s was written: re-encoding",
+                           cache_dir)
         codec = _load_codec(options, codec)
-        vocabulary = phoneme_vocabulary(u.phonemes for split in SPLITS for u in rows[split])
         for split in SPLITS:
             started = time.time()
             count = encode_codes(rows[split], codec, options.codebooks, voices, vocabulary,
