@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,12 +116,12 @@ def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
     target, acoustic_best = "the cat sat", "the cat tat"
     logits = position_logits(target, acoustic_best)
     assert VOCAB.decode(list(logits.argmax(axis=-1))) == acoustic_best
-    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=0.0)))) == acoustic_best
-    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=1.0)))) == target
+    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=0.0)).tokens)) == acoustic_best
+    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=1.0)).tokens)) == target
     logits[:, VOCAB.unk_id] = 5.0
     excluded = PositionBeamOptions(lm_weight=1.0, excluded=(VOCAB.unk_id,))
-    assert VOCAB.decode(list(position_beam_search(logits, lm, excluded))) == target
-    assert position_beam_search(logits[:0], lm, excluded) == ()
+    assert VOCAB.decode(list(position_beam_search(logits, lm, excluded).tokens)) == target
+    assert position_beam_search(logits[:0], lm, excluded).tokens == ()
     with pytest.raises(ValueError):
         PositionBeamOptions(beam_size=0)
 
@@ -133,9 +134,9 @@ def test_position_beam_space_penalty_splits_a_word_only_where_the_space_is_clear
     lm, space = small_lm(), VOCAB.encode(" ")[0]
     logits = position_logits("the cat", "the  at")  # at "c" the decoder slightly prefers a space
     plain = PositionBeamOptions(lm_weight=0.0, space_id=space)
-    assert VOCAB.decode(list(position_beam_search(logits, lm, plain))) == "the  at"
+    assert VOCAB.decode(list(position_beam_search(logits, lm, plain).tokens)) == "the  at"
     penalised = PositionBeamOptions(lm_weight=0.0, space_id=space, space_penalty=1.0)
-    assert VOCAB.decode(list(position_beam_search(logits, lm, penalised))) == "the cat"
+    assert VOCAB.decode(list(position_beam_search(logits, lm, penalised).tokens)) == "the cat"
     with pytest.raises(ValueError, match="space_id"):
         PositionBeamOptions(space_penalty=1.0)
     with pytest.raises(ValueError, match="space_penalty"):
@@ -159,12 +160,38 @@ def test_position_beam_with_ctc_scores_follows_the_ctc_head_where_the_positions_
             frames.append(np.log(probs / probs.sum()))
     scorer = CtcPrefixScorer(np.array(frames), blank, VOCAB.eos_id)
     alone = PositionBeamOptions(lm_weight=0.0)
-    assert VOCAB.decode(list(position_beam_search(logits, lm, alone, scorer))) == acoustic_best
+    assert VOCAB.decode(list(position_beam_search(logits, lm, alone, scorer).tokens)) == acoustic_best
     joint = PositionBeamOptions(lm_weight=0.0, ctc_weight=0.5)
-    assert VOCAB.decode(list(position_beam_search(logits, lm, joint, scorer))) == target
-    assert VOCAB.decode(list(position_beam_search(logits, lm, joint))) == acoustic_best  # no scorer, no CTC
+    assert VOCAB.decode(list(position_beam_search(logits, lm, joint, scorer).tokens)) == target
+    assert VOCAB.decode(list(position_beam_search(logits, lm, joint).tokens)) == acoustic_best  # no scorer, no CTC
     with pytest.raises(ValueError, match="ctc_weight"):
         PositionBeamOptions(ctc_weight=1.5)
+
+
+def test_position_beam_may_leave_a_position_empty_where_cif_fired_once_too_often() -> None:
+    """Six positions that read "shands" and a CTC head that heard "hands": without skips the beam must spell six
+    characters; allowed one skip, it leaves the first position empty and the positions of the kept tokens say
+    so. Skipping is never free: at a huge penalty the six-character reading stays."""
+    from tokenspeech.decoding.joint_ctc import CtcPrefixScorer
+    from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
+
+    lm, blank = small_lm(), VOCAB.pad_id
+    logits = position_logits("shands", "shands")
+    frames = []
+    for char in "hands":
+        for token in (VOCAB.encode(char)[0], blank):
+            probs = np.full(len(VOCAB.symbols), 1e-4)
+            probs[token] = 1.0
+            frames.append(np.log(probs / probs.sum()))
+    scorer = CtcPrefixScorer(np.array(frames), blank, VOCAB.eos_id)
+    joint = PositionBeamOptions(lm_weight=0.0, ctc_weight=0.5)
+    assert len(position_beam_search(logits, lm, joint, scorer).tokens) == 6
+    skipping = position_beam_search(logits, lm, replace(joint, max_skips=1, skip_penalty=1.0), scorer)
+    assert VOCAB.decode(list(skipping.tokens)) == "hands" and skipping.positions == (1, 2, 3, 4, 5)
+    costly = position_beam_search(logits, lm, replace(joint, max_skips=1, skip_penalty=100.0), scorer)
+    assert len(costly.tokens) == 6
+    with pytest.raises(ValueError, match="max_skips"):
+        PositionBeamOptions(max_skips=-1)
 
 
 def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
