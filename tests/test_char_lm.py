@@ -116,8 +116,9 @@ def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
     target, acoustic_best = "the cat sat", "the cat tat"
     logits = position_logits(target, acoustic_best)
     assert VOCAB.decode(list(logits.argmax(axis=-1))) == acoustic_best
-    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=0.0)).tokens)) == acoustic_best
-    assert VOCAB.decode(list(position_beam_search(logits, lm, PositionBeamOptions(lm_weight=1.0)).tokens)) == target
+    acoustic_only, with_lm = PositionBeamOptions(lm_weight=0.0), PositionBeamOptions(lm_weight=1.0)
+    assert VOCAB.decode(list(position_beam_search(logits, lm, acoustic_only).tokens)) == acoustic_best
+    assert VOCAB.decode(list(position_beam_search(logits, lm, with_lm).tokens)) == target
     logits[:, VOCAB.unk_id] = 5.0
     excluded = PositionBeamOptions(lm_weight=1.0, excluded=(VOCAB.unk_id,))
     assert VOCAB.decode(list(position_beam_search(logits, lm, excluded).tokens)) == target
