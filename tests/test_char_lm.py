@@ -107,6 +107,17 @@ def position_logits(wanted: str, heard: str) -> np.ndarray:
     return rows
 
 
+def ctc_log_probs_sure_of(text: str) -> np.ndarray:
+    """CTC head log-probabilities ``[2 * len(text), V]``: each character on one frame, then a blank frame."""
+    frames = []
+    for char in text:
+        for token in (VOCAB.encode(char)[0], VOCAB.pad_id):
+            probs = np.full(len(VOCAB.symbols), 1e-4)
+            probs[token] = 1.0
+            frames.append(np.log(probs / probs.sum()))
+    return np.array(frames)
+
+
 def test_position_beam_with_the_lm_picks_the_likely_spelling() -> None:
     """Paraformer positions that slightly prefer "the cat tat": with the LM the beam spells "sat"; with weight 0
     it is each position's best; excluded tokens are never chosen, however likely."""
@@ -150,16 +161,10 @@ def test_position_beam_with_ctc_scores_follows_the_ctc_head_where_the_positions_
     from tokenspeech.decoding.joint_ctc import CtcPrefixScorer
     from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
 
-    lm, blank = small_lm(), VOCAB.pad_id
+    lm = small_lm()
     target, acoustic_best = "the cat sat", "the cat tat"
     logits = position_logits(target, acoustic_best)
-    frames = []
-    for char in target:  # each character on one frame, then a blank frame
-        for token in (VOCAB.encode(char)[0], blank):
-            probs = np.full(len(VOCAB.symbols), 1e-4)
-            probs[token] = 1.0
-            frames.append(np.log(probs / probs.sum()))
-    scorer = CtcPrefixScorer(np.array(frames), blank, VOCAB.eos_id)
+    scorer = CtcPrefixScorer(ctc_log_probs_sure_of(target), VOCAB.pad_id, VOCAB.eos_id)
     alone = PositionBeamOptions(lm_weight=0.0)
     assert VOCAB.decode(list(position_beam_search(logits, lm, alone, scorer).tokens)) == acoustic_best
     joint = PositionBeamOptions(lm_weight=0.0, ctc_weight=0.5)
@@ -176,15 +181,9 @@ def test_position_beam_may_leave_a_position_empty_where_cif_fired_once_too_often
     from tokenspeech.decoding.joint_ctc import CtcPrefixScorer
     from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
 
-    lm, blank = small_lm(), VOCAB.pad_id
+    lm = small_lm()
     logits = position_logits("shands", "shands")
-    frames = []
-    for char in "hands":
-        for token in (VOCAB.encode(char)[0], blank):
-            probs = np.full(len(VOCAB.symbols), 1e-4)
-            probs[token] = 1.0
-            frames.append(np.log(probs / probs.sum()))
-    scorer = CtcPrefixScorer(np.array(frames), blank, VOCAB.eos_id)
+    scorer = CtcPrefixScorer(ctc_log_probs_sure_of("hands"), VOCAB.pad_id, VOCAB.eos_id)
     joint = PositionBeamOptions(lm_weight=0.0, ctc_weight=0.5)
     assert len(position_beam_search(logits, lm, joint, scorer).tokens) == 6
     skipping = position_beam_search(logits, lm, replace(joint, max_skips=1, skip_penalty=1.0), scorer)

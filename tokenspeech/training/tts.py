@@ -223,19 +223,14 @@ def _run_vocabulary(options: TtsTrainOptions, phoneme_strings: Iterable[str]) ->
     seen = phoneme_vocabulary(phoneme_strings)
     if options.init_from is None:
         return seen
-    from tokenspeech.tts.model_io import artifact_paths
+    from tokenspeech.tts.model_io import read_tts_card
 
-    card_path = artifact_paths(options.init_from)[1]
-    if not card_path.is_file():
-        raise ConfigError(f"--init-from {options.init_from}: its model card {card_path} is missing")
-    model_symbols = json.loads(card_path.read_text()).get("phoneme_vocabulary")
-    if not isinstance(model_symbols, list):
-        raise ConfigError(f"{card_path} has no phoneme_vocabulary list; is it a TTS model card?")
-    unknown = sorted(set(seen.to_json()) - set(model_symbols))
+    model_symbols = Vocabulary.from_json(read_tts_card(options.init_from)["phoneme_vocabulary"])
+    unknown = sorted(set(seen.to_json()) - set(model_symbols.to_json()))
     if unknown:
-        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {card_path.name} was not trained with; "
-                          "train a new model instead of --init-from")
-    return Vocabulary.from_json(model_symbols)
+        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {options.init_from} was not trained "
+                          "with; train a new model instead of --init-from")
+    return model_symbols
 
 
 def prepare_data(options: TtsTrainOptions, codec: Any | None = None) -> PreparedData:

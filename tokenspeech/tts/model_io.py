@@ -78,7 +78,11 @@ def save_tts_model(model: TtsModel, path: str | Path, phonemes: Vocabulary, voic
     return weights
 
 
-def _read_card(card_path: Path) -> dict[str, Any]:
+def read_tts_card(path: str | Path | None = None) -> dict[str, Any]:
+    """The model card of the TTS model at ``path`` (as :func:`load_tts_model` takes it), weights not read."""
+    card_path = artifact_paths(path)[1]
+    if not card_path.is_file():
+        raise ModelLoadError(f"TTS model card not found: {card_path} missing; {TRAIN_HINT}")
     return read_card(card_path, "tts", FORMAT_VERSION, "a TTS")
 
 
@@ -93,7 +97,7 @@ def load_tts_model(path: str | Path | None = None) -> TtsBundle:
     missing = [str(p) for p in (weights, card_path) if not p.is_file()]
     if missing:
         raise ModelLoadError(f"TTS model not found: {', '.join(missing)} missing; {TRAIN_HINT}")
-    card = _read_card(card_path)
+    card = read_tts_card(path)
     try:
         config = TtsConfig.from_json(card["config"])
         codec = CodecInfo.from_json(card["codec"])
