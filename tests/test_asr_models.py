@@ -367,6 +367,37 @@ def test_sigterm_stops_training_after_the_step_with_a_checkpoint(tmp_path: Path,
     assert [r["step"] for r in _log_rows(tmp_path) if "ctc" in r] == [1, 2, 3]
 
 
+def test_init_from_an_export_continues_at_its_step_and_refuses_unknown_phonemes(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    from tokenspeech.training import asr as asr_training
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    train_asr(_options(first, 3))  # exports at its last step
+    exported = {k: v.float() for k, v in load_asr_model(first / "asr").model.state_dict().items()}
+    seen: dict = {}
+    original = asr_training.train_step
+
+    def record_start(run):
+        seen.setdefault("weights", {k: v.clone() for k, v in run.model.state_dict().items()})
+        values = original(run)
+        seen.setdefault("lr", []).append(values["lr"])
+        return values
+
+    monkeypatch.setattr(asr_training, "train_step", record_start)
+    summary = train_asr(_options(second, 6, init_from=first / "asr.safetensors"))
+    assert summary["steps"] == 6
+    assert [r["step"] for r in _log_rows(second) if "ctc" in r] == [4, 5, 6]
+    for name, value in exported.items():
+        torch.testing.assert_close(seen["weights"][name], value)
+    assert seen["lr"][0] < seen["lr"][1]  # fresh optimiser moments: the rate ramps up again
+
+    card = json.loads((first / "asr.json").read_text())
+    card["phoneme_vocabulary"] = card["phoneme_vocabulary"][:-1]
+    (first / "asr.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match="phoneme symbols"):
+        train_asr(_options(tmp_path / "third", 6, init_from=first / "asr"))
+
+
 def test_cli_builds_options(tmp_path: Path) -> None:
     import argparse
 

@@ -64,6 +64,14 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     return read_card(card_path, "asr", FORMAT_VERSION, "an ASR")
 
 
+def read_asr_card(path: str | Path) -> dict[str, Any]:
+    """The model card of the ASR model at ``path`` (with or without suffix), checked like :func:`load_asr_model`."""
+    _, card_path = _paths(path)
+    if not card_path.is_file():
+        raise ModelLoadError(f"ASR model card not found: {card_path} missing")
+    return _read_card(card_path)
+
+
 def load_asr_model(path: str | Path | None = None, device: str = "cpu") -> AsrBundle:
     """Load ``<path>.safetensors`` + ``<path>.json`` (default: ``tokenspeech/assets/asr``) in eval mode.
 

@@ -22,7 +22,12 @@
   ``resume=True`` continues exactly (same data order, augmentation and
   dropout draws, since every random choice is seeded by the step);
   ``out/asr.safetensors`` + ``asr.json`` are exported every ``export_every``
-  steps and at the end, with greedy-CTC dev WER on ``eval_utterances``.
+  steps and at the end, with greedy-CTC dev WER on ``eval_utterances``;
+* ``init_from``: a new run starts from exported weights (the shipped model, say)
+  at the step they were exported at. Model sizes and symbol tables come from
+  that card; the optimiser starts afresh, so its learning rate ramps up again
+  over ``warmup`` steps. This is how training continues on a machine that has
+  the shipped weights but not their ``last.pt``.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class AsrTrainOptions:
     phonemes: bool = True  # train the phoneme CTC head when the manifest has phonemes
     stop_at_step: int | None = None  # end this process early (schedule still spans ``steps``); resume later
     time_limit_minutes: float | None = None  # end this process after this wall time, checkpointed
+    init_from: Path | None = None  # new run: start from these exported weights (asr.safetensors) at their step
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.threads < 1 or self.ctc_warmup_steps < 0:
@@ -125,13 +131,18 @@ class _Run:
     epoch: int = 0
     batch_index: int = 0
     best_wer: float | None = None
+    init_step: int = 0  # the step of the ``init_from`` weights (0: a run from scratch)
 
 
-def _lr_factor(step: int, options: AsrTrainOptions) -> float:
+def _lr_factor(step: int, options: AsrTrainOptions, init_step: int = 0) -> float:
+    """Linear warm-up, then cosine decay to 5 %; a run from exported weights warms up again from ``init_step``."""
     if step < options.warmup:
         return (step + 1) / options.warmup
     progress = (step - options.warmup) / max(1, options.steps - options.warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    cosine = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if init_step:  # fresh optimiser moments: ramp up to the schedule's value
+        return cosine * min(1.0, (step - init_step + 1) / max(1, options.warmup))
+    return cosine
 
 
 def _saved_phonemes(options: AsrTrainOptions) -> Vocabulary | None:
@@ -143,6 +154,30 @@ def _saved_phonemes(options: AsrTrainOptions) -> Vocabulary | None:
     return Vocabulary.from_json(saved) if saved else None
 
 
+def _init_card(options: AsrTrainOptions) -> dict[str, Any]:
+    """The model card of ``init_from``, checked to be one this recipe can continue."""
+    from tokenspeech.asr.model_io import read_asr_card
+
+    card = read_asr_card(options.init_from)
+    if Vocabulary.from_json(card["vocabulary"]).to_json() != character_vocabulary().to_json():
+        raise ConfigError(f"{options.init_from} writes other characters than this recipe trains; "
+                          "train a new model instead of --init-from")
+    return card
+
+
+def _init_phonemes(options: AsrTrainOptions, card: dict[str, Any], train: list[AsrExample]) -> Vocabulary | None:
+    """The ``init_from`` model's phoneme symbols, which must cover the corpus's (ids are embedding rows)."""
+    if not card.get("phoneme_vocabulary"):
+        return None
+    symbols = Vocabulary.from_json(card["phoneme_vocabulary"])
+    seen = phoneme_vocabulary(e.phonemes for e in train if e.phonemes)
+    unknown = sorted(set(seen.to_json()) - set(symbols.to_json()))
+    if unknown:
+        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {options.init_from} was not trained "
+                          "with; train a new model instead of --init-from")
+    return symbols
+
+
 def _setup(options: AsrTrainOptions) -> _Run:
     train_path, dev_path = corpus_manifest(options.corpus, "train"), corpus_manifest(options.corpus, "dev")
     if train_path is None:
@@ -152,9 +187,16 @@ def _setup(options: AsrTrainOptions) -> _Run:
     if not train:
         raise ConfigError(f"{train_path} has no usable training utterances")
     vocabulary = character_vocabulary()
-    has_phonemes = options.phonemes and all(e.phonemes for e in train)
-    phonemes = _saved_phonemes(options) or (phoneme_vocabulary(e.phonemes for e in train) if has_phonemes else None)
-    config = replace(options.model, vocab_size=len(vocabulary), phoneme_vocab_size=len(phonemes) if phonemes else 0)
+    if options.init_from is not None:
+        card = _init_card(options)
+        phonemes = _init_phonemes(options, card, train)
+        config = AsrModelConfig.from_json(card["config"])
+    else:
+        has_phonemes = options.phonemes and all(e.phonemes for e in train)
+        phonemes = _saved_phonemes(options) or (phoneme_vocabulary(e.phonemes for e in train) if has_phonemes
+                                                else None)
+        config = replace(options.model, vocab_size=len(vocabulary),
+                         phoneme_vocab_size=len(phonemes) if phonemes else 0)
     torch.manual_seed(options.seed)
     model = AsrModel(config)
     mel = MelConfig(n_mels=config.n_mels)
@@ -172,6 +214,7 @@ def save_checkpoint(run: _Run) -> None:
     """Write ``last.pt`` atomically (model, optimizer, data position, vocabularies)."""
     path = _checkpoint_path(run.options)
     state = {"step": run.step, "epoch": run.epoch, "batch_index": run.batch_index, "best_wer": run.best_wer,
+             "init_step": run.init_step,
              "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
              "config": run.model.config.to_json(), "vocabulary": run.vocabulary.to_json(),
              "phonemes": run.phonemes.to_json() if run.phonemes else None}
@@ -190,8 +233,21 @@ def _restore(run: _Run) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.step, run.epoch, run.batch_index = state["step"], state["epoch"], state["batch_index"]
-    run.best_wer = state.get("best_wer")
+    run.best_wer, run.init_step = state.get("best_wer"), state.get("init_step", 0)
     logger.info("resumed from %s at step %d", path, run.step)
+
+
+def _load_exported(run: _Run) -> None:
+    """Start from the ``init_from`` weights (feature statistics included) at the step they were exported at."""
+    from tokenspeech.asr.model_io import load_asr_model
+
+    bundle = load_asr_model(run.options.init_from)
+    run.model.load_state_dict({k: v.float() for k, v in bundle.model.state_dict().items()})
+    run.step = run.init_step = int(bundle.card.get("training", {}).get("steps", 0))
+    if run.step >= run.options.steps:
+        raise ConfigError(f"{run.options.init_from} was exported at step {run.step}; --steps must be larger "
+                          "(it is the total, counted from the first step of the original run)")
+    logger.info("initialised the ASR model from %s (exported at step %d)", run.options.init_from, run.step)
 
 
 def _epoch_batches(run: _Run) -> list[list[int]]:
@@ -232,7 +288,7 @@ def train_step(run: _Run) -> dict[str, float] | None:
     ctc_only = run.step < run.options.ctc_warmup_steps
     chunk, left = (0, 0) if ctc_only else _chunking(run, np.random.default_rng(step_seed))
     for group in run.optimizer.param_groups:
-        group["lr"] = run.options.lr * _lr_factor(run.step, run.options)
+        group["lr"] = run.options.lr * _lr_factor(run.step, run.options, run.init_step)
     run.model.train()
     losses = asr_losses(run.model, batch, chunk, left, run.options.losses, run.vocabulary.bos_id,
                         run.vocabulary.eos_id, ctc_only=ctc_only)
@@ -306,6 +362,8 @@ def train_asr(options: AsrTrainOptions) -> dict[str, Any]:
     run = _setup(options)
     if options.resume:
         _restore(run)
+    elif options.init_from is not None:
+        _load_exported(run)
     else:
         mean, std = feature_statistics(run.maker, run.train[:200])
         run.model.encoder.feature_mean.copy_(mean)

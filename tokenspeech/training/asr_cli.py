@@ -32,6 +32,10 @@ def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start a new run from exported weights (e.g. tokenspeech/assets/asr.safetensors) at "
+                             "the step they were exported at; sizes, decoders and symbols come from its card, "
+                             "the optimiser starts afresh and ramps up over --warmup steps; --steps is the total")
     parser.add_argument("--decoders", default=",".join(DECODERS), help="comma list; ctc is always trained")
     parser.add_argument("--dim", type=int, default=None, help="model size (default: AsrModelConfig's)")
     parser.add_argument("--encoder-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
@@ -63,6 +67,10 @@ def _options(args: argparse.Namespace):
 
     sizes = {"dim": args.dim, "heads": args.heads, "encoder_layers": args.encoder_layers,
              "decoder_layers": args.decoder_layers, "ar_layers": args.ar_layers}
+    if args.init_from is not None and any(v is not None for v in sizes.values()):
+        from tokenspeech.errors import ConfigError
+
+        raise ConfigError("--init-from takes the model size from its card; drop --dim/--heads/--*-layers")
     model = AsrModelConfig(decoders=decoders, **{k: v for k, v in sizes.items() if v is not None})
     return AsrTrainOptions(
         corpus=args.corpus, out=args.out, steps=args.steps, stop_at_step=args.stop_at_step,
@@ -71,7 +79,7 @@ def _options(args: argparse.Namespace):
         warmup=args.warmup, threads=args.threads, resume=args.resume, model=model,
         augment=AugmentOptions.none() if args.no_augment else AugmentOptions(vtlp_prob=args.vtlp_prob),
         ctc_warmup_steps=args.ctc_warmup_steps, checkpoint_every=args.checkpoint_every, export_every=args.export_every,
-        eval_utterances=args.eval_utterances, seed=args.seed)
+        eval_utterances=args.eval_utterances, seed=args.seed, init_from=args.init_from)
 
 
 def run_asr(args: argparse.Namespace) -> int:
