@@ -194,6 +194,31 @@ def test_position_beam_may_leave_a_position_empty_where_cif_fired_once_too_often
         PositionBeamOptions(max_skips=-1)
 
 
+def test_position_beam_with_ctc_windows_around_the_cif_spans_decides_as_the_whole_utterance_does() -> None:
+    """The CTC head heard character n at frame 2n; with each position's span there, windows of one frame
+    around it spell "the cat sat" as the whole-utterance scores do. Spans that put every position at the
+    start of the utterance hide what the CTC head heard, so the beam no longer spells it (the windows matter)."""
+    from tokenspeech.decoding.joint_ctc import CtcPrefixScorer
+    from tokenspeech.decoding.position_lm import PositionBeamOptions, position_beam_search
+
+    lm = small_lm()
+    target, acoustic_best = "the cat sat", "the cat tat"
+    logits = position_logits(target, acoustic_best)
+    scorer = CtcPrefixScorer(ctc_log_probs_sure_of(target), VOCAB.pad_id, VOCAB.eos_id)
+    joint = PositionBeamOptions(lm_weight=0.0, ctc_weight=0.5, max_skips=1, skip_penalty=4.0)
+    spans = [(2 * n, 2 * n) for n in range(len(target))]
+    whole = position_beam_search(logits, lm, joint, scorer, spans)  # no ctc_window: spans unused
+    windowed = position_beam_search(logits, lm, replace(joint, ctc_window=1), scorer, spans)
+    assert VOCAB.decode(list(whole.tokens)) == VOCAB.decode(list(windowed.tokens)) == target
+    assert windowed.positions == tuple(range(len(target)))
+    misplaced = position_beam_search(logits, lm, replace(joint, ctc_window=0), scorer, [(0, 0)] * len(target))
+    assert VOCAB.decode(list(misplaced.tokens)) != target
+    with pytest.raises(ValueError, match="spans"):
+        position_beam_search(logits, lm, joint, scorer, spans[:-1])
+    with pytest.raises(ValueError, match="ctc_window"):
+        PositionBeamOptions(ctc_window=-1)
+
+
 def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
     out = tmp_path / "lm.npz"
     done = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),

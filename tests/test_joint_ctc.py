@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
-from tokenspeech.decoding.joint_ctc import CtcPrefixScorer, JointCtcAttentionDecoder, JointDecodingOptions
+from tokenspeech.decoding.joint_ctc import CtcPrefix, CtcPrefixScorer, JointCtcAttentionDecoder, JointDecodingOptions
 
 BLANK, EOS = 0, 3
 
@@ -93,6 +93,48 @@ def test_many_hypotheses_and_candidates_in_one_call_equal_one_at_a_time() -> Non
             if token == EOS:
                 continue
             assert together[row, column] == pytest.approx(_extend_along(scorer, tokens + (int(token),)), abs=1e-9)
+
+
+def _extend_windowed(scorer: CtcPrefixScorer, tokens: tuple[int, ...],
+                     windows: list[tuple[int, int]]) -> tuple[float, float]:
+    """``(prefix score, full probability)`` of ``tokens``, each placed only within its window, from an empty
+    prefix that holds no frames (as the position search starts)."""
+    prefix, last = CtcPrefix(np.empty(0), np.empty(0), 0.0), None
+    for token, window in zip(tokens, windows):
+        scores, ends_token, ends_blank = scorer.extend([prefix], [last], np.array([[token]]), window)
+        prefix, last = CtcPrefix(ends_token[0, 0], ends_blank[0, 0], float(scores[0, 0]), window[0]), token
+    return prefix.score, scorer.full_probability(prefix, empty=not tokens)
+
+
+def test_whole_utterance_windows_change_nothing() -> None:
+    log_probs = _log_probs(frames=20, vocab=6, seed=3)
+    scorer = CtcPrefixScorer(log_probs, BLANK, EOS)
+    tokens = (4, 5, 5, 2)
+    score, full = _extend_windowed(scorer, tokens, [(0, 20)] * len(tokens))
+    assert score == pytest.approx(_extend_along(scorer, tokens), abs=1e-9)
+    nll = torch.nn.functional.ctc_loss(torch.from_numpy(log_probs)[:, None], torch.tensor([tokens]),
+                                       torch.tensor([20]), torch.tensor([4]), blank=BLANK, reduction="sum")
+    assert full == pytest.approx(-float(nll), abs=1e-6)
+    assert _extend_windowed(scorer, (), [])[1] == pytest.approx(float(log_probs[:, BLANK].sum()), abs=1e-9)
+
+
+def test_windows_around_where_each_token_was_heard_keep_its_probability_and_others_lose_it() -> None:
+    """Frames that clearly say 4 at frame 3, 5 at frame 8 and 2 at frame 14 (blank elsewhere): windows of a few
+    frames around those frames give the whole-utterance scores; a window that misses the 5 makes it unlikely."""
+    frames, heard = 20, {3: 4, 8: 5, 14: 2}
+    logits = np.full((frames, 6), -10.0)  # off-window mass e^-10 a frame: negligible
+    for t in range(frames):
+        logits[t, heard.get(t, BLANK)] = 0.0
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    scorer = CtcPrefixScorer(log_probs, BLANK, EOS)
+    tokens = (4, 5, 2)
+    score, full = _extend_windowed(scorer, tokens, [(1, 6), (6, 11), (12, 17)])
+    assert score == pytest.approx(_extend_along(scorer, tokens), abs=1e-3)
+    assert full == pytest.approx(_extend_windowed(scorer, tokens, [(0, frames)] * 3)[1], abs=1e-3)
+    missed, _ = _extend_windowed(scorer, tokens, [(1, 6), (10, 13), (12, 17)])
+    assert missed < score - 5
+    with pytest.raises(ValueError, match="empty CTC window"):
+        scorer.extend([scorer.initial()], [None], np.array([[4]]), (25, 30))
 
 
 class _LoopingDecoder:

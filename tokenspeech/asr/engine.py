@@ -36,7 +36,7 @@ import numpy as np
 from tokenspeech.asr.base import DECODERS, FRAME_SECONDS, Transcript, WordTiming
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
 from tokenspeech.decoding.calls import Call, Program, run
-from tokenspeech.decoding.cif import cif_fire
+from tokenspeech.decoding.cif import CifOutput, cif_fire
 from tokenspeech.decoding.joint_ctc import CtcPrefixScorer, JointCtcAttentionDecoder, JointDecodingOptions
 from tokenspeech.decoding.ctc import (
     CtcBeamOptions,
@@ -80,10 +80,16 @@ PARAFORMER_SPACE_PENALTY = 2.0
 PARAFORMER_CTC_WEIGHT = 0.5
 # ... and up to this many positions left empty (CIF firing once too often inside a word), each costing the
 # penalty below. On 150 dev clips: no skips 37.9 % WER; 2 skips at penalty 0/1/2/4: 32.3/32.1/32.0/31.9 %;
-# at penalty 4, 1 skip 34.4 %, 3 skips 30.4 % (search CPU x1.4 over 2). Each skip count keeps its own beam,
-# so the search costs about (1 + max_skips) times the CTC prefix work of no skips (docs/asr.md, session 12).
-PARAFORMER_MAX_SKIPS = 2
+# at penalty 4, 1 skip 34.4 %, 3 skips 30.4 % (session 12). Each skip count keeps its own beam, so the search
+# costs about (1 + max_skips) times the CTC prefix work of no skips. With the CTC window below (session 13,
+# bench/paraformer_search.py, window 8): 2 / 3 / 4 / 6 / 8 skips 31.9 / 30.4 / 29.6 / 28.8 / 28.8 % at search
+# CPU RTF 0.022 / 0.024 / 0.029 / 0.057 / 0.052.
+PARAFORMER_MAX_SKIPS = 4
 PARAFORMER_SKIP_PENALTY = 4.0
+# ... with CTC placing each position's token only within this many frames (40 ms) of the frames CIF integrated
+# for that position (None: anywhere). On 150 dev clips at 2 skips: whole utterance 31.94 % WER, search CPU
+# 31.7 s; window 16 / 8: the same 150 hypotheses, 13.6 / 12.0 s; 4: 31.99 %, 10.1 s; 2: 32.21 %, 9.2 s.
+PARAFORMER_CTC_WINDOW: int | None = 8
 LM_DECODERS = ("ctc", "ar", "paraformer")  # the decoders whose search takes a character LM
 
 
@@ -200,6 +206,27 @@ class _Decoded:
     ends: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class ParaformerPass:
+    """One utterance after CIF and the parallel decoder: what the position search works on."""
+
+    logits: np.ndarray  # [N, V], one row per fired position
+    fired: CifOutput  # embeddings, first frame and firing frame of each position
+    ctc_log_probs: np.ndarray  # [T, V] the shared encoder's CTC head over the valid frames
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """``(first, firing)`` encoder frame of each position."""
+        return list(zip(self.fired.starts.tolist(), self.fired.fires.tolist()))
+
+    def ctc_scorer(self, vocabulary: Vocabulary) -> CtcPrefixScorer:
+        return CtcPrefixScorer(self.ctc_log_probs, vocabulary.pad_id, vocabulary.eos_id)
+
+    def greedy(self) -> PositionPath:
+        """Each position's likeliest token (no LM, no CTC)."""
+        return PositionPath(tuple(self.logits.argmax(axis=-1).tolist()), tuple(range(len(self.logits))))
+
+
 def require_decoder(decoders: Sequence[str], decoder: str) -> None:
     """Raise :class:`ConfigError` when the model was built without ``decoder``."""
     if decoder not in decoders:
@@ -289,33 +316,46 @@ class AsrRecognizer:
                               length_bonus=bonus, blank_skip=LM_BLANK_SKIP)
 
     def _decode_paraformer(self, encoded: Encoded) -> list[_Decoded]:
+        passes = self.paraformer_pass(encoded)
+        search = self.paraformer_search_options() if self.lm is not None else None
+        decoded = []
+        for done in passes:
+            if search is None:
+                path = done.greedy()
+            else:
+                scorer = done.ctc_scorer(self.vocabulary) if search.ctc_weight > 0 else None
+                path = position_beam_search(done.logits, self.lm, search, scorer, done.spans)
+            positions = list(path.positions)
+            decoded.append(_Decoded(path.tokens, tuple(done.fired.starts[positions].tolist()),
+                                    tuple((done.fired.fires[positions] + 1).tolist())))
+        return decoded
+
+    def paraformer_pass(self, encoded: Encoded) -> list[ParaformerPass]:
+        """CIF and the parallel decoder's one pass over every utterance of ``encoded`` (no search yet)."""
         fired = [cif_fire(encoded.alphas[r, :n], encoded.hidden[r, :n], self.options.tail_threshold)
                  for r, n in enumerate(encoded.lengths.tolist())]
         counts = np.array([len(f.fires) for f in fired], dtype=np.int64)
+        vocabulary_size = encoded.ctc_log_probs.shape[2]
         if int(counts.max()) == 0:
-            return [_Decoded(()) for _ in fired]
-        inputs = np.zeros((len(fired), int(counts.max()), encoded.hidden.shape[2]), dtype=np.float32)
-        for row, f in enumerate(fired):
-            inputs[row, : len(f.fires)] = f.embeddings
-        logits = self.backend.paraformer(inputs, counts, encoded.hidden, encoded.lengths)
-        if self.lm is None:
-            best = [PositionPath(tuple(logits[r, : len(f.fires)].argmax(axis=-1).tolist()), tuple(range(len(f.fires))))
-                    for r, f in enumerate(fired)]
+            logits = np.zeros((len(fired), 0, vocabulary_size), dtype=np.float32)
         else:
-            vocab = self.vocabulary
-            search = PositionBeamOptions(beam_size=self.options.beam(True), token_beam=LM_TOKEN_BEAM,
-                                         lm_weight=self.options.lm_settings()[0],
-                                         excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id),
-                                         space_id=self.space_id, space_penalty=PARAFORMER_SPACE_PENALTY,
-                                         ctc_weight=self.options.joint_ctc_weight(),
-                                         max_skips=PARAFORMER_MAX_SKIPS, skip_penalty=PARAFORMER_SKIP_PENALTY)
-            best = [position_beam_search(logits[r, : len(f.fires)], self.lm, search,
-                                         CtcPrefixScorer(encoded.ctc_log_probs[r, :length], vocab.pad_id, vocab.eos_id)
-                                         if search.ctc_weight > 0 else None)
-                    for r, (f, length) in enumerate(zip(fired, encoded.lengths.tolist()))]
-        return [_Decoded(path.tokens, tuple(f.starts[list(path.positions)].tolist()),
-                         tuple((f.fires[list(path.positions)] + 1).tolist()))
-                for path, f in zip(best, fired)]
+            inputs = np.zeros((len(fired), int(counts.max()), encoded.hidden.shape[2]), dtype=np.float32)
+            for row, f in enumerate(fired):
+                inputs[row, : len(f.fires)] = f.embeddings
+            logits = self.backend.paraformer(inputs, counts, encoded.hidden, encoded.lengths)
+        return [ParaformerPass(logits[r, : len(f.fires)], f, encoded.ctc_log_probs[r, :length])
+                for r, (f, length) in enumerate(zip(fired, encoded.lengths.tolist()))]
+
+    def paraformer_search_options(self) -> PositionBeamOptions:
+        """The LM beam over Paraformer's positions as this recogniser runs it."""
+        vocab = self.vocabulary
+        return PositionBeamOptions(beam_size=self.options.beam(True), token_beam=LM_TOKEN_BEAM,
+                                   lm_weight=self.options.lm_settings()[0],
+                                   excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id),
+                                   space_id=self.space_id, space_penalty=PARAFORMER_SPACE_PENALTY,
+                                   ctc_weight=self.options.joint_ctc_weight(),
+                                   max_skips=PARAFORMER_MAX_SKIPS, skip_penalty=PARAFORMER_SKIP_PENALTY,
+                                   ctc_window=PARAFORMER_CTC_WINDOW)
 
     def _decode_ar(self, encoded: Encoded) -> list[_Decoded]:
         vocab = self.vocabulary

@@ -18,12 +18,22 @@ candidate tokens at once. The CTC forward recursion over frames is a pair of
 first-order linear recurrences, so each is a cumulative log-sum-exp
 (``np.logaddexp.accumulate``) over frames instead of a Python loop: one
 extension of a beam costs a few vectorised passes over ``[T, hyps, candidates]``.
+
+When the caller knows roughly where the next token sits in time (a
+Paraformer's CIF says which frames each position integrated), ``extend`` takes
+a frame ``window``: the new token is placed inside it only, and a prefix's
+forward variables are kept for its window alone. After its window a prefix is
+continued by blanks (``total_t = total_end * prod blank``, one cumulative sum
+away), before it the prefix is taken as impossible. Both cuts drop
+probability mass far from where the token was heard; in exchange an
+extension costs ``[window, hyps, candidates]`` instead of ``[T, ...]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -57,15 +67,20 @@ def _shifted(values: np.ndarray, first: np.ndarray | float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CtcPrefix:
-    """CTC forward variables of one hypothesis: log P(frames 0..t emit ``h``, path ends in a token / in blank)."""
+    """CTC forward variables of one hypothesis: log P(frames 0..t emit ``h``, path ends in a token / in blank).
 
-    ends_token: np.ndarray  # [T] float64
-    ends_blank: np.ndarray  # [T] float64
+    The arrays cover frames ``start .. start + len - 1`` (all frames unless the prefix was made with a window);
+    :meth:`CtcPrefixScorer.forward_at` reads them at any frame.
+    """
+
+    ends_token: np.ndarray  # [L] float64
+    ends_blank: np.ndarray  # [L] float64
     score: float  # log P(h...) (prefix probability); for the empty prefix 0
+    start: int = 0  # the frame of the arrays' first element
 
-    @property
+    @cached_property
     def total(self) -> np.ndarray:
-        """log P(frames 0..t emit exactly ``h``) ``[T]``."""
+        """log P(frames 0..t emit exactly ``h``) over the frames the arrays cover."""
         return np.logaddexp(self.ends_token, self.ends_blank)
 
 
@@ -90,37 +105,75 @@ class CtcPrefixScorer:
         if self.x.ndim != 2 or len(self.x) == 0:
             raise ValueError(f"CTC log-probabilities must be [T > 0, V], got shape {self.x.shape}")
         self.blank, self.eos = blank, eos
-        self.blank_cumulative = np.cumsum(self.x[:, blank])  # log prod_{u<=t} x_u(blank)
+        # log prod_{u<=t} x_u(blank), with a leading 0 for t = -1: blank_cumulative[t + 1]
+        self.blank_cumulative = np.concatenate([[0.0], np.cumsum(self.x[:, blank])])
         self.blank_log_probs = self.x[:, blank, None, None]  # [T, 1, 1], broadcast over hypotheses and candidates
+
+    @property
+    def frames(self) -> int:
+        return len(self.x)
 
     def initial(self) -> CtcPrefix:
         """The empty prefix: every frame so far is blank."""
-        return CtcPrefix(np.full(len(self.x), NEG_INF), self.blank_cumulative.copy(), 0.0)
+        return CtcPrefix(np.full(len(self.x), NEG_INF), self.blank_cumulative[1:].copy(), 0.0)
 
-    def extend(self, prefixes: Sequence[CtcPrefix], lasts: Sequence[int | None],
-               candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Prefix scores of ``prefixes[b] + candidates[b, c]`` ``[B, C]`` and their forward variables ``[B, C, T]`` x 2.
+    def forward_at(self, prefix: CtcPrefix, empty: bool, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(total, ends_blank)`` of ``prefix`` at frames ``first .. first + count - 1`` (``first`` may be -1).
 
-        ``lasts[b]``: the last token of hypothesis ``b`` (None when empty). An
-        ``eos`` candidate scores the full CTC probability of ``h`` (its
-        forward variables are meaningless and left as they come).
+        Inside the prefix's arrays they are read; after them the prefix is
+        continued by blanks; before them (and at frame -1 unless the prefix
+        is ``empty``) it is impossible.
         """
+        total, blank = np.full(count, NEG_INF), np.full(count, NEG_INF)
+        stop, begin, end = first + count, prefix.start, prefix.start + len(prefix.ends_token)
+        if empty and first == -1:
+            total[0] = blank[0] = 0.0
+        low, high = max(first, begin), min(stop, end)
+        if low < high:  # inside the arrays
+            total[low - first:high - first] = prefix.total[low - begin:high - begin]
+            blank[low - first:high - first] = prefix.ends_blank[low - begin:high - begin]
+        low = max(first, end, 0)
+        if low < stop:  # after them: blanks only
+            last_total = float(prefix.total[-1]) if end > begin else (0.0 if empty else NEG_INF)
+            tail = last_total + self.blank_cumulative[low + 1:stop + 1] - self.blank_cumulative[end]
+            total[low - first:] = blank[low - first:] = tail
+        return total, blank
+
+    def full_probability(self, prefix: CtcPrefix, empty: bool = False) -> float:
+        """log P(all frames emit exactly ``h``): the score ``h`` gets at its end."""
+        return float(self.forward_at(prefix, empty, self.frames - 1, 1)[0][0])
+
+    def extend(self, prefixes: Sequence[CtcPrefix], lasts: Sequence[int | None], candidates: np.ndarray,
+               window: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prefix scores of ``prefixes[b] + candidates[b, c]`` ``[B, C]`` and their forward variables ``[B, C, W]`` x 2.
+
+        ``lasts[b]``: the last token of hypothesis ``b`` (None when empty).
+        ``window = (start, end)``: the frames the new token may take (default
+        all); the forward variables returned cover them, so the new prefixes
+        are ``CtcPrefix(..., start=start)``. An ``eos`` candidate scores the
+        full CTC probability of ``h`` (its forward variables are meaningless
+        and left as they come).
+        """
+        start, end = (0, self.frames) if window is None else (max(0, window[0]), min(self.frames, window[1]))
+        if end <= start:
+            raise ValueError(f"empty CTC window {window} for {self.frames} frames")
         candidates = np.asarray(candidates, dtype=np.int64)
-        token_total = np.stack([p.total for p in prefixes], axis=1)  # [T, B]
-        token_blank = np.stack([p.ends_blank for p in prefixes], axis=1)  # [T, B]
+        # phi_{t-1} at t = start .. end - 1: h complete at t - 1 and free to emit c next (a repeat of h's last
+        # token needs a blank between); before frame 0 only the empty prefix is complete (probability 1)
+        gathered = [self.forward_at(p, last is None, start - 1, end - start) for p, last in zip(prefixes, lasts)]
+        token_total = np.stack([g[0] for g in gathered], axis=1)  # [W, B]
+        token_blank = np.stack([g[1] for g in gathered], axis=1)  # [W, B]
         last_tokens = np.array([-1 if last is None else last for last in lasts])  # -1: empty, never a token
-        # phi_t: h complete at t and free to emit c next (a repeat of h's last token needs a blank between)
         repeat = candidates == last_tokens[:, None]  # [B, C]
-        phi = np.where(repeat[None], token_blank[:, :, None], token_total[:, :, None])  # [T, B, C]
-        # phi_{t-1} at t; before frame 0 only the empty prefix is complete (probability 1)
-        phi_prev = _shifted(phi, np.where(last_tokens[:, None] < 0, 0.0, NEG_INF))
-        xc = self.x[:, candidates]  # [T, B, C]
+        phi_prev = np.where(repeat[None], token_blank[:, :, None], token_total[:, :, None])  # [W, B, C]
+        xc = self.x[start:end, candidates]  # [W, B, C]
         ends_token = _first_order_recurrence(phi_prev, xc)
-        ends_blank = _first_order_recurrence(_shifted(ends_token, NEG_INF), self.blank_log_probs)
+        ends_blank = _first_order_recurrence(_shifted(ends_token, NEG_INF), self.blank_log_probs[start:end])
         scores = np.logaddexp.reduce(phi_prev + xc, axis=0)  # [B, C]
         is_eos = candidates == self.eos
         if is_eos.any():
-            scores = np.where(is_eos, token_total[-1][:, None], scores)
+            full = np.array([self.full_probability(p, last is None) for p, last in zip(prefixes, lasts)])
+            scores = np.where(is_eos, full[:, None], scores)
         return scores, np.moveaxis(ends_token, 0, -1), np.moveaxis(ends_blank, 0, -1)
 
 

@@ -32,12 +32,19 @@ hypothesis that skipped would always outrank one that did not; hypotheses are
 therefore kept in one beam per skip count, each beam comparing prefixes of
 one length, and the counts meet only at the end, where the full CTC
 probability and the LM's sentence end decide between them.
+
+Those per-count beams triple the CTC work. With ``ctc_window`` set and the
+CIF ``spans`` of the positions, a position's token is placed only within
+``ctc_window`` frames of the frames its position integrated
+(:meth:`CtcPrefixScorer.extend` with a window), so each extension costs the
+window's frames instead of the utterance's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +60,8 @@ class PositionBeamOptions:
     ``ctc_weight``: the share of the CTC prefix score when a CTC scorer is given (0: the decoder alone).
     ``max_skips``: how many positions a hypothesis may leave empty, each costing ``skip_penalty`` (log units)
     in the decoder's sum; the search keeps ``beam_size`` hypotheses per skip count.
+    ``ctc_window``: with position spans, CTC places a position's token only within this many frames of its
+    span (None: anywhere in the utterance).
     """
 
     beam_size: int = 8
@@ -64,6 +73,7 @@ class PositionBeamOptions:
     ctc_weight: float = 0.0
     max_skips: int = 0
     skip_penalty: float = 0.0
+    ctc_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or self.token_beam < 1:
@@ -78,6 +88,8 @@ class PositionBeamOptions:
             raise ValueError("ctc_weight must be in [0, 1]")
         if self.max_skips < 0 or self.skip_penalty < 0:
             raise ValueError("max_skips and skip_penalty must be >= 0")
+        if self.ctc_window is not None and self.ctc_window < 0:
+            raise ValueError("ctc_window must be >= 0 frames (or None: the whole utterance)")
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -103,9 +115,16 @@ class _Beam:
 
 
 def position_beam_search(logits: np.ndarray, lm: TokenLM, options: PositionBeamOptions,
-                         ctc: CtcPrefixScorer | None = None) -> PositionPath:
+                         ctc: CtcPrefixScorer | None = None,
+                         spans: Sequence[tuple[int, int]] | None = None) -> PositionPath:
     """The best token sequence for ``logits [N, V]`` (one row per position) under decoder + weighted LM
-    (+ CTC prefix scores from ``ctc`` when ``options.ctc_weight > 0``)."""
+    (+ CTC prefix scores from ``ctc`` when ``options.ctc_weight > 0``).
+
+    ``spans[n] = (first, last)``: the CTC frames position ``n`` integrated (CIF's start and firing frame);
+    with ``options.ctc_window`` they bound where CTC may place that position's token.
+    """
+    if spans is not None and len(spans) != len(logits):
+        raise ValueError(f"{len(spans)} spans for {len(logits)} positions")
     log_probs = _log_softmax(np.asarray(logits, dtype=np.float64))
     if options.excluded:
         log_probs[:, list(options.excluded)] = -np.inf
@@ -114,52 +133,74 @@ def position_beam_search(logits: np.ndarray, lm: TokenLM, options: PositionBeamO
     joint = ctc if options.ctc_weight > 0 else None
     w_ctc = options.ctc_weight if joint is not None else 0.0
 
-    def score(decoder: float, lm_sum: float, ctc_score: float) -> float:
+    def score(decoder: Any, lm_sum: Any, ctc_score: Any) -> Any:  # floats, or [B, C] arrays
         return (1.0 - w_ctc) * decoder + w_ctc * ctc_score + options.lm_weight * lm_sum
 
     def running(beam: _Beam) -> float:  # mid-sentence: the CTC prefix probability
         return score(beam.decoder, beam.lm, beam.ctc.score if beam.ctc is not None else 0.0)
 
     def final(beam: _Beam) -> float:  # sentence end: the LM's boundary and the full CTC probability
-        ctc_total = float(beam.ctc.total[-1]) if beam.ctc is not None else 0.0
+        ctc_total = joint.full_probability(beam.ctc, not beam.tokens) if joint is not None else 0.0
         return score(beam.decoder, beam.lm + _end_score(lm, beam.tokens), ctc_total)
 
     k = min(options.token_beam, log_probs.shape[1])
-    beams = [_Beam((), (), 0.0, 0.0, joint.initial() if joint is not None else None)]
+    windowed = joint is not None and spans is not None and options.ctc_window is not None
+    empty_prefix = (CtcPrefix(np.empty(0), np.empty(0), 0.0) if windowed else joint.initial()) if joint else None
+    beams = [_Beam((), (), 0.0, 0.0, empty_prefix)]
     for position, row in enumerate(log_probs):
         candidates = np.argpartition(-row, k - 1)[:k]
         candidates = candidates[np.isfinite(row[candidates])]
+        window = None
+        if windowed:
+            first, last = spans[position]
+            window = (max(0, first - options.ctc_window), min(joint.frames, last + 1 + options.ctc_window))
+        decoder = np.array([b.decoder for b in beams])[:, None] + row[candidates][None, :]  # [B, C]
+        lm_sum = np.array([b.lm for b in beams])[:, None] + np.stack(
+            [lm.log_probs(lm.history(b.tokens))[candidates] for b in beams])
         ctc_scores = ends_token = ends_blank = None
         if joint is not None:
             ctc_scores, ends_token, ends_blank = joint.extend(
                 [b.ctc for b in beams], [b.tokens[-1] if b.tokens else None for b in beams],
-                np.broadcast_to(candidates, (len(beams), len(candidates))))
-        extended: list[_Beam] = []
-        for b, beam in enumerate(beams):
-            if position - len(beam.tokens) < options.max_skips:
-                extended.append(replace(beam, decoder=beam.decoder - options.skip_penalty))
-            lm_row = lm.log_probs(lm.history(beam.tokens))
-            for c, token in enumerate(candidates.tolist()):
-                prefix = None if ends_token is None else CtcPrefix(ends_token[b, c], ends_blank[b, c],
-                                                                   float(ctc_scores[b, c]))
-                extended.append(_Beam(beam.tokens + (token,), beam.positions + (position,),
-                                      beam.decoder + row[token], beam.lm + float(lm_row[token]), prefix))
-        beams = _best_per_length(extended, running, options.beam_size)
+                np.broadcast_to(candidates, (len(beams), len(candidates))), window)
+        start = window[0] if window is not None else 0
+
+        def grown(b: int, c: int) -> _Beam:
+            beam = beams[b]
+            prefix = None if ends_token is None else CtcPrefix(ends_token[b, c], ends_blank[b, c],
+                                                               float(ctc_scores[b, c]), start)
+            return _Beam(beam.tokens + (int(candidates[c]),), beam.positions + (position,),
+                         float(decoder[b, c]), float(lm_sum[b, c]), prefix)
+
+        grown_scores = score(decoder, lm_sum, ctc_scores if ctc_scores is not None else 0.0).tolist()  # [B][C]
+        options_here = [(value, len(beam.tokens) + 1, b, c)
+                        for b, beam in enumerate(beams) for c, value in enumerate(grown_scores[b])]
+        options_here += [(running(beam) - (1.0 - w_ctc) * options.skip_penalty, len(beam.tokens), b, -1)
+                         for b, beam in enumerate(beams) if position - len(beam.tokens) < options.max_skips]
+        beams = _best_per_length(options_here, beams, candidates, grown, options.skip_penalty, options.beam_size)
     best = max(beams, key=final)
     return PositionPath(best.tokens, best.positions)
 
 
-def _best_per_length(beams: list[_Beam], score: Callable[[_Beam], float], size: int) -> list[_Beam]:
-    """The ``size`` best of each token count (one per distinct token sequence): CTC prefix scores compare
-    fairly only between prefixes of one length."""
-    by_length: dict[int, dict[tuple[int, ...], tuple[float, _Beam]]] = {}
-    for beam in beams:
-        same_length = by_length.setdefault(len(beam.tokens), {})
-        value = score(beam)
-        if beam.tokens not in same_length or same_length[beam.tokens][0] < value:
-            same_length[beam.tokens] = (value, beam)
-    return [beam for group in by_length.values()
-            for _, beam in sorted(group.values(), key=lambda item: item[0], reverse=True)[:size]]
+def _best_per_length(extensions: list[tuple[float, int, int, int]], beams: list[_Beam], candidates: np.ndarray,
+                     grown: Callable[[int, int], _Beam], skip_penalty: float, size: int) -> list[_Beam]:
+    """The ``size`` best extensions ``(score, length, beam, candidate or -1 to skip)`` of each token count, one per
+    distinct token sequence (CTC prefix scores compare fairly only between prefixes of one length). Only the
+    kept ones become :class:`_Beam` objects."""
+    by_length: dict[int, list[tuple[float, int, int, int]]] = {}
+    for extension in extensions:
+        by_length.setdefault(extension[1], []).append(extension)
+    kept: list[_Beam] = []
+    for group in by_length.values():
+        seen: set[tuple[int, ...]] = set()
+        for _, _, b, c in sorted(group, key=lambda e: -e[0]):  # stable: ties keep the order they came in
+            tokens = beams[b].tokens + ((int(candidates[c]),) if c >= 0 else ())
+            if tokens in seen:
+                continue
+            seen.add(tokens)
+            kept.append(grown(b, c) if c >= 0 else replace(beams[b], decoder=beams[b].decoder - skip_penalty))
+            if len(seen) == size:
+                break
+    return kept
 
 
 def _end_score(lm: TokenLM, tokens: Sequence[int]) -> float:
