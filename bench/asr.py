@@ -12,6 +12,8 @@ Systems (all on the same --threads, default 1; one utterance at a time):
                  jointly with the CTC head and the same LM (--beam)
   semiar-stream  our model streaming: audio fed in chunk-sized pieces to a
                  StreamingSession (semi-AR blocks with label context), like a live call
+  ctc-stream     our model streaming the same way, CTC head with the same LM beam
+                 search as ctc, frame by frame (compared with offline ctc)
   whisper        faster-whisper base int8, beam 5: the same model, folder and
                  settings as our judge (tokenspeech.eval.judge.WhisperJudge)
   pocketsphinx   PocketSphinx 5 with the en-us model shipped in its PyPI wheel
@@ -30,8 +32,9 @@ audio second (this process and its threads; wall RTF too, which other work on
 the machine inflates; for our offline decoders also the decoder CPU RTF, the
 time outside the shared encoder pass, where the decoders differ), model load time; for streaming the algorithmic latency
 (chunk + subsampling look-ahead + analysis window, from the chunk size) and
-its WER relative to the offline paraformer decoder without LM (same encoder and CIF, and
-streaming uses no LM either).
+its WER relative to an offline decoder: semiar-stream against paraformer-greedy
+(same encoder and CIF, neither uses the LM), ctc-stream against ctc (the same
+LM beam search).
 One untimed warm-up utterance precedes each system's timed pass.
 
 Usage:
@@ -59,13 +62,14 @@ import numpy as np
 from _common import (RATE, Clip, Row, cpu_seconds, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
                      split_list, threads, timed, warn_if_busy, write_json)
 
-OURS = ("ctc", "ctc-greedy", "paraformer", "paraformer-greedy", "ar", "semiar-stream")
+OURS = ("ctc", "ctc-greedy", "paraformer", "paraformer-greedy", "ar", "semiar-stream", "ctc-stream")
 PEERS = ("whisper", "pocketsphinx")
 SETS = ("test", "heldout", "telephone")
 TUNING_SETS = ("dev",)
 PHONE_RATE = 8000
 PHONE_BAND_HZ = (300.0, 3400.0)
-STREAM_REFERENCE = "paraformer-greedy"  # the offline decoder streaming is compared with (neither uses the LM)
+# each streaming system and the offline decoder it is compared with (semiar: neither uses the LM; ctc: both do)
+STREAM_REFERENCES = {"semiar-stream": "paraformer-greedy", "ctc-stream": "ctc"}
 
 logger = logging.getLogger("bench.asr")
 
@@ -147,20 +151,20 @@ class OursOffline:
 
 
 class OursStreaming:
-    """Our semi-AR streaming session, fed one chunk of audio at a time as a live client would."""
+    """Our streaming session (semi-AR, or CTC with the LM), fed one chunk of audio at a time as a live client would."""
 
-    name = "semiar-stream"
-
-    def __init__(self, bundle, chunk: int) -> None:
+    def __init__(self, bundle, name: str, chunk: int, lm=None, beam: int | None = None) -> None:
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 
-        self.recognizer = TorchRecognizer(bundle, RecognizerOptions(decoder="semiar", chunk=chunk))
+        self.name, self.decoder = name, name.removesuffix("-stream")
+        options = RecognizerOptions(decoder=self.decoder, chunk=chunk, beam_size=beam)
+        self.recognizer = TorchRecognizer(bundle, options, lm if self.decoder == "ctc" else None)
         mel = bundle.mel
         self.piece = chunk * 4 * mel.hop_length  # one encoder frame = 4 feature hops
         self.latency_ms = algorithmic_latency_ms(chunk, mel)
 
     def transcribe(self, wav: np.ndarray) -> str:
-        session = self.recognizer.stream("semiar")
+        session = self.recognizer.stream(self.decoder)
         for start in range(0, wav.size, self.piece):
             session.accept_audio(wav[start:start + self.piece])
         return session.finish().text
@@ -215,8 +219,8 @@ class PocketSphinx:
 
 
 def build_system(name: str, args: argparse.Namespace, bundle) -> System:
-    if name == "semiar-stream":
-        return OursStreaming(bundle, args.chunk)
+    if name in STREAM_REFERENCES:
+        return OursStreaming(bundle, name, args.chunk, args.language_model, args.beam)
     if name in OURS:
         return OursOffline(bundle, name, args.beam, args.language_model, args.lm_weight, args.length_bonus,
                            args.ctc_weight)
@@ -307,8 +311,9 @@ def key_ratios(results: dict[str, Result], sets: list[str]) -> dict[str, object]
         "paraformer_decoder_speedup_over_ar_decoder": ratio(decoder_rtf("ar"), decoder_rtf("paraformer")),
         "paraformer_relative_wer_change_vs_ar": {s: relative(wer("paraformer", s), wer("ar", s)) for s in sets},
         "streaming_relative_wer_change_vs_offline": {
-            s: relative(wer("semiar-stream", s), wer(STREAM_REFERENCE, s)) for s in sets},
-        "streaming_offline_reference": STREAM_REFERENCE,
+            stream: {s: relative(wer(stream, s), wer(offline, s)) for s in sets}
+            for stream, offline in STREAM_REFERENCES.items() if stream in results},
+        "streaming_offline_reference": STREAM_REFERENCES,
     }
 
 
@@ -342,9 +347,10 @@ def ratios_text(ratios: dict[str, object], sets: list[str]) -> str:
              + times(ratios["paraformer_decoder_speedup_over_ar_decoder"])]
     change = ratios["paraformer_relative_wer_change_vs_ar"]
     lines.append("- paraformer WER relative to AR: " + ", ".join(f"{s} {percent(change[s])}" for s in sets))
-    stream = ratios["streaming_relative_wer_change_vs_offline"]
-    lines.append(f"- streaming (semiar-stream) WER relative to offline {ratios['streaming_offline_reference']}: "
-                 + ", ".join(f"{s} {percent(stream[s])}" for s in sets))
+    for stream, change in ratios["streaming_relative_wer_change_vs_offline"].items():
+        offline = ratios["streaming_offline_reference"][stream]
+        lines.append(f"- streaming ({stream}) WER relative to offline {offline}: "
+                     + ", ".join(f"{s} {percent(change[s])}" for s in sets))
     return "\n".join(lines)
 
 
