@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     sets = split_list(args.sets, TUNING_SETS + SETS, "--sets")
     windows = [_window(w.strip()) for w in args.windows.split(",") if w.strip()]
-    skips = [int(s) for s in args.max_skips.split(",") if s.strip()]
+    skips = [int(s) if s.strip().isdigit() else fail(f"--max-skips: {s!r} is not a count")
+             for s in args.max_skips.split(",") if s.strip()]
     with threads(args.threads):
         from tokenspeech.asr.lm import load_lm
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer, load_asr_model

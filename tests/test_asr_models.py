@@ -390,6 +390,8 @@ def test_init_from_an_export_continues_at_its_step_and_refuses_unknown_phonemes(
     for name, value in exported.items():
         torch.testing.assert_close(seen["weights"][name], value)
     assert seen["lr"][0] < seen["lr"][1]  # fresh optimiser moments: the rate ramps up again
+    card = json.loads((second / "asr.json").read_text())
+    assert card["training"]["steps"] == 6 and card["training"]["init_from"]["step"] == 3
 
     card = json.loads((first / "asr.json").read_text())
     card["phoneme_vocabulary"] = card["phoneme_vocabulary"][:-1]

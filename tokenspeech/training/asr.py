@@ -335,6 +335,8 @@ def _export(run: _Run, wer: float | None) -> Path:
                 "steps": run.step, "max_batch_seconds": run.options.max_batch_seconds,
                 "parameters": count_parameters(run.model), "dynamic_chunk": list(run.options.chunk_range),
                 "augment": asdict(run.options.augment)}
+    if run.init_step:  # the steps before it were trained elsewhere (another corpus, perhaps)
+        training["init_from"] = {"path": str(run.options.init_from), "step": run.init_step}
     metrics = {"dev_wer_ctc_greedy": wer, "dev_utterances": len(run.dev)}
     return save_asr_model(run.model, run.options.out / "asr", run.vocabulary, run.mel, run.phonemes,
                           training, metrics)
