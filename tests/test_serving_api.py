@@ -181,7 +181,7 @@ def test_list_models_names_voices_and_decoders(stub) -> None:
     assert set(models) == {TTS_NAME, ASR_NAME, "tscodec"}
     assert list(models[TTS_NAME].voices) == ["joe", "espeak-us", "espeak-gb-f"]
     assert list(models[TTS_NAME].decoders) == ["nar", "semiar", "ar"]
-    assert list(models[ASR_NAME].streaming_decoders) == ["semiar", "ctc"]
+    assert list(models[ASR_NAME].streaming_decoders) == ["ctc", "semiar"]  # the first is the default
     assert models[TTS_NAME].is_default and models[ASR_NAME].sample_rate_hz == 16000
 
 
@@ -228,7 +228,7 @@ def test_bad_recognition_requests_get_actionable_errors(stub) -> None:
                  iter([pb.StreamingRecognizeRequest(audio=audio)]))
     expect_error(missing, "unknown ASR model 'nope'", stub.Recognize, pb.RecognizeRequest(
         config=pb.RecognitionConfig(model="nope", audio_format=PCM16_16K), audio=audio))
-    expect_error(invalid, "choose one of: semiar, ctc", recognize_stream, stub,
+    expect_error(invalid, "choose one of: ctc, semiar", recognize_stream, stub,
                  pb.RecognitionConfig(decoder="paraformer", audio_format=PCM16_16K), audio)
     expect_error(invalid, "no audio encoding", stub.Recognize,
                  pb.RecognizeRequest(config=pb.RecognitionConfig(), audio=audio))

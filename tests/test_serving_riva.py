@@ -100,7 +100,7 @@ def test_riva_streaming_recognize_gives_interim_then_final(auth: riva.client.Aut
 def test_riva_asr_config_lists_models(auth: riva.client.Auth) -> None:
     stub = riva.client.proto.riva_asr_pb2_grpc.RivaSpeechRecognitionStub(auth.channel)
     (model,) = stub.GetRivaSpeechRecognitionConfig(rasr.RivaSpeechRecognitionConfigRequest()).model_config
-    assert model.model_name == ASR_NAME and model.parameters["streaming_decoders"] == "semiar,ctc"
+    assert model.model_name == ASR_NAME and model.parameters["streaming_decoders"] == "ctc,semiar"  # default first
 
 
 def test_riva_errors_are_actionable(auth: riva.client.Auth) -> None:
