@@ -164,28 +164,30 @@ def position_beam_search(logits: np.ndarray, lm: TokenLM, options: PositionBeamO
                 np.broadcast_to(candidates, (len(beams), len(candidates))), window)
         start = window[0] if window is not None else 0
 
-        def grown(b: int, c: int) -> _Beam:
+        def extended(b: int, c: int) -> _Beam:  # beam b with candidate c, or with this position empty (c < 0)
             beam = beams[b]
+            if c < 0:
+                return replace(beam, decoder=beam.decoder - options.skip_penalty)
             prefix = None if ends_token is None else CtcPrefix(ends_token[b, c], ends_blank[b, c],
                                                                float(ctc_scores[b, c]), start)
             return _Beam(beam.tokens + (int(candidates[c]),), beam.positions + (position,),
                          float(decoder[b, c]), float(lm_sum[b, c]), prefix)
 
         grown_scores = score(decoder, lm_sum, ctc_scores if ctc_scores is not None else 0.0).tolist()  # [B][C]
-        options_here = [(value, len(beam.tokens) + 1, b, c)
-                        for b, beam in enumerate(beams) for c, value in enumerate(grown_scores[b])]
-        options_here += [(running(beam) - (1.0 - w_ctc) * options.skip_penalty, len(beam.tokens), b, -1)
-                         for b, beam in enumerate(beams) if position - len(beam.tokens) < options.max_skips]
-        beams = _best_per_length(options_here, beams, candidates, grown, options.skip_penalty, options.beam_size)
+        extensions = [(value, len(beam.tokens) + 1, b, c)
+                      for b, beam in enumerate(beams) for c, value in enumerate(grown_scores[b])]
+        extensions += [(running(beam) - (1.0 - w_ctc) * options.skip_penalty, len(beam.tokens), b, -1)
+                       for b, beam in enumerate(beams) if position - len(beam.tokens) < options.max_skips]
+        beams = _best_per_length(extensions, beams, candidates, extended, options.beam_size)
     best = max(beams, key=final)
     return PositionPath(best.tokens, best.positions)
 
 
 def _best_per_length(extensions: list[tuple[float, int, int, int]], beams: list[_Beam], candidates: np.ndarray,
-                     grown: Callable[[int, int], _Beam], skip_penalty: float, size: int) -> list[_Beam]:
-    """The ``size`` best extensions ``(score, length, beam, candidate or -1 to skip)`` of each token count, one per
-    distinct token sequence (CTC prefix scores compare fairly only between prefixes of one length). Only the
-    kept ones become :class:`_Beam` objects."""
+                     extended: Callable[[int, int], _Beam], size: int) -> list[_Beam]:
+    """The ``size`` best ``(score, length, beam, candidate or -1 for an empty position)`` of each token count, one
+    per distinct token sequence (CTC prefix scores compare fairly only between prefixes of one length). Only
+    the kept ones are built, by ``extended(beam, candidate)``."""
     by_length: dict[int, list[tuple[float, int, int, int]]] = {}
     for extension in extensions:
         by_length.setdefault(extension[1], []).append(extension)
@@ -197,7 +199,7 @@ def _best_per_length(extensions: list[tuple[float, int, int, int]], beams: list[
             if tokens in seen:
                 continue
             seen.add(tokens)
-            kept.append(grown(b, c) if c >= 0 else replace(beams[b], decoder=beams[b].decoder - skip_penalty))
+            kept.append(extended(b, c))
             if len(seen) == size:
                 break
     return kept
