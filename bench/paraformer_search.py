@@ -11,6 +11,8 @@ search options changed one field at a time:
   --windows none,4,8,16   PositionBeamOptions.ctc_window (frames of 40 ms around each
                           position's CIF span; none: the whole utterance)
   --max-skips 0,2         PositionBeamOptions.max_skips
+  --ctc-weights 0.5,0.7   PositionBeamOptions.ctc_weight
+  (each defaults to the recogniser's own setting, asr/engine.py's PARAFORMER_*)
 
 Every combination is run. Printed per setting: WER, CER, the search's CPU
 seconds and its CPU real-time factor (search seconds per audio second), and
@@ -29,6 +31,7 @@ and held-out with bench/asr.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 import time
@@ -51,6 +54,16 @@ def _window(text: str) -> int | None:
     return int(text)
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        fail(f"--ctc-weights: {text!r} is not a weight in [0, 1]")
+    return value
+
+
 def cif_counts(passes, references: list[str]) -> dict[str, float]:
     """How often CIF fired exactly / more / fewer times than the reference has characters."""
     from tokenspeech.text.normalize import normalize_text, transcript_form
@@ -70,8 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-set", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--windows", default="none,8", help="comma list of ctc_window values ('none' or frames)")
-    parser.add_argument("--max-skips", default="2", help="comma list of max_skips values")
+    parser.add_argument("--windows", default="", help="comma list of ctc_window values ('none' or frames)")
+    parser.add_argument("--max-skips", default="", help="comma list of max_skips values")
+    parser.add_argument("--ctc-weights", default="", help="comma list of ctc_weight values (0-1)")
     parser.add_argument("--out", type=Path, default=Path("bench-out/paraformer-search"))
     args = parser.parse_args(argv)
     if args.per_set < 1:
@@ -87,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = [_window(w.strip()) for w in args.windows.split(",") if w.strip()]
     skips = [int(s) if s.strip().isdigit() else fail(f"--max-skips: {s!r} is not a count")
              for s in args.max_skips.split(",") if s.strip()]
+    weights = [_weight(w.strip()) for w in args.ctc_weights.split(",") if w.strip()]
     with threads(args.threads):
         from tokenspeech.asr.lm import load_lm
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer, load_asr_model
@@ -113,28 +128,32 @@ def main(argv: list[str] | None = None) -> int:
         references = [c.text for c in clips]
         base = recognizer.paraformer_search_options()
         rows, first_hypotheses = [], None
-        for window in windows:
-            for max_skips in skips:
-                options = replace(base, ctc_window=window, max_skips=max_skips)
-                started = cpu_seconds()
-                hypotheses = []
-                for done in passes:
-                    scorer = done.ctc_scorer(recognizer.vocabulary) if options.ctc_weight > 0 else None
-                    path = position_beam_search(done.logits, lm, options, scorer, done.spans)
-                    hypotheses.append(" ".join(recognizer.vocabulary.decode(path.tokens).split()))
-                seconds = cpu_seconds() - started
-                rates = error_rates(references, hypotheses)
-                first_hypotheses = first_hypotheses or hypotheses
-                changed = sum(a != b for a, b in zip(hypotheses, first_hypotheses))
-                rows.append({"ctc_window": window, "max_skips": max_skips, "wer": rates.wer, "cer": rates.cer,
-                             "search_cpu_seconds": seconds, "search_cpu_rtf": seconds / audio_seconds,
-                             "changed_vs_first": changed, "hypotheses": hypotheses})
-                logger.info("window %s, skips %d: WER %.2f %%, CER %.2f %%, search %.1f CPU s (RTF %.4f)",
-                            window, max_skips, 100 * rates.wer, 100 * rates.cer, seconds, seconds / audio_seconds)
+        settings = itertools.product(windows or [base.ctc_window], skips or [base.max_skips],
+                                     weights or [base.ctc_weight])
+        for window, max_skips, ctc_weight in settings:
+            options = replace(base, ctc_window=window, max_skips=max_skips, ctc_weight=ctc_weight)
+            started = cpu_seconds()
+            hypotheses = []
+            for done in passes:
+                scorer = done.ctc_scorer(recognizer.vocabulary) if options.ctc_weight > 0 else None
+                path = position_beam_search(done.logits, lm, options, scorer, done.spans)
+                hypotheses.append(" ".join(recognizer.vocabulary.decode(path.tokens).split()))
+            seconds = cpu_seconds() - started
+            rates = error_rates(references, hypotheses)
+            first_hypotheses = first_hypotheses or hypotheses
+            changed = sum(a != b for a, b in zip(hypotheses, first_hypotheses))
+            rows.append({"ctc_window": window, "max_skips": max_skips, "ctc_weight": ctc_weight,
+                         "wer": rates.wer, "cer": rates.cer,
+                         "search_cpu_seconds": seconds, "search_cpu_rtf": seconds / audio_seconds,
+                         "changed_vs_first": changed, "hypotheses": hypotheses})
+            logger.info("window %s, skips %d, ctc weight %s: WER %.2f %%, CER %.2f %%, search %.1f CPU s "
+                        "(RTF %.4f)", window, max_skips, ctc_weight, 100 * rates.wer, 100 * rates.cer, seconds,
+                        seconds / audio_seconds)
     counts = cif_counts(passes, references)
     table = markdown_table(
-        ["ctc_window", "max_skips", "WER %", "CER %", "search CPU s", "search CPU RTF", "hyps changed"],
-        [[str(r["ctc_window"]), str(r["max_skips"]), f"{100 * r['wer']:.2f}", f"{100 * r['cer']:.2f}",
+        ["ctc_window", "max_skips", "ctc_weight", "WER %", "CER %", "search CPU s", "search CPU RTF", "hyps changed"],
+        [[str(r["ctc_window"]), str(r["max_skips"]), str(r["ctc_weight"]), f"{100 * r['wer']:.2f}",
+          f"{100 * r['cer']:.2f}",
           f"{r['search_cpu_seconds']:.1f}", f"{r['search_cpu_rtf']:.4f}", str(r["changed_vs_first"])] for r in rows])
     print(f"\n{len(clips)} clips ({', '.join(sets)}), {audio_seconds:.0f} s of audio, {args.threads} thread(s); "
           f"network (encoder + CIF + parallel decoder) CPU RTF {network_seconds / audio_seconds:.4f}\n")
