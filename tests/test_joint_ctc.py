@@ -99,7 +99,7 @@ def _extend_windowed(scorer: CtcPrefixScorer, tokens: tuple[int, ...],
                      windows: list[tuple[int, int]]) -> tuple[float, float]:
     """``(prefix score, full probability)`` of ``tokens``, each placed only within its window, from an empty
     prefix that holds no frames (as the position search starts)."""
-    prefix, last = CtcPrefix(np.empty(0), np.empty(0), 0.0), None
+    prefix, last = scorer.initial(), None
     for token, window in zip(tokens, windows):
         scores, ends_token, ends_blank = scorer.extend([prefix], [last], np.array([[token]]), window)
         prefix, last = CtcPrefix(ends_token[0, 0], ends_blank[0, 0], float(scores[0, 0]), window[0]), token

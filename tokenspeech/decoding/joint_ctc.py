@@ -114,8 +114,8 @@ class CtcPrefixScorer:
         return len(self.x)
 
     def initial(self) -> CtcPrefix:
-        """The empty prefix: every frame so far is blank."""
-        return CtcPrefix(np.full(len(self.x), NEG_INF), self.blank_cumulative[1:].copy(), 0.0)
+        """The empty prefix. It holds no frames: every frame is blank, which :meth:`forward_at` derives."""
+        return CtcPrefix(np.empty(0), np.empty(0), 0.0)
 
     def forward_at(self, prefix: CtcPrefix, empty: bool, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``(total, ends_blank)`` of ``prefix`` at frames ``first .. first + count - 1`` (``first`` may be -1).

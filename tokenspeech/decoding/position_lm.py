@@ -145,8 +145,7 @@ def position_beam_search(logits: np.ndarray, lm: TokenLM, options: PositionBeamO
 
     k = min(options.token_beam, log_probs.shape[1])
     windowed = joint is not None and spans is not None and options.ctc_window is not None
-    empty_prefix = (CtcPrefix(np.empty(0), np.empty(0), 0.0) if windowed else joint.initial()) if joint else None
-    beams = [_Beam((), (), 0.0, 0.0, empty_prefix)]
+    beams = [_Beam((), (), 0.0, 0.0, joint.initial() if joint is not None else None)]
     for position, row in enumerate(log_probs):
         candidates = np.argpartition(-row, k - 1)[:k]
         candidates = candidates[np.isfinite(row[candidates])]

@@ -11,6 +11,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from tokenspeech.errors import ConfigError
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 
@@ -76,6 +78,20 @@ def phoneme_vocabulary(phoneme_strings: Iterable[str]) -> Vocabulary:
     for text in phoneme_strings:
         seen.update(text)
     return Vocabulary.from_symbols(seen)
+
+
+def continued_phonemes(model: Vocabulary, seen: Vocabulary, model_name: object) -> Vocabulary:
+    """``model``'s phoneme table for a run that continues ``model_name`` on data using the symbols ``seen``.
+
+    Ids are rows of the model's embedding, so the model keeps its own table;
+    symbols it knows but the new data never uses do no harm. A symbol it
+    does not know raises :class:`ConfigError` before any training.
+    """
+    unknown = sorted(set(seen.to_json()) - set(model.to_json()))
+    if unknown:
+        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {model_name} was not trained "
+                          "with; train a new model instead of --init-from")
+    return model
 
 
 def character_vocabulary() -> Vocabulary:

@@ -49,7 +49,7 @@ from tokenspeech.errors import ConfigError
 from tokenspeech.features import MelConfig
 from tokenspeech.models.asr import AsrModel, AsrModelConfig, count_parameters
 from tokenspeech.models.frontend import LogMel
-from tokenspeech.text.vocab import Vocabulary, character_vocabulary, phoneme_vocabulary
+from tokenspeech.text.vocab import Vocabulary, character_vocabulary, continued_phonemes, phoneme_vocabulary
 from tokenspeech.training.asr_data import (
     AsrExample,
     BatchMaker,
@@ -169,13 +169,8 @@ def _init_phonemes(options: AsrTrainOptions, card: dict[str, Any], train: list[A
     """The ``init_from`` model's phoneme symbols, which must cover the corpus's (ids are embedding rows)."""
     if not card.get("phoneme_vocabulary"):
         return None
-    symbols = Vocabulary.from_json(card["phoneme_vocabulary"])
     seen = phoneme_vocabulary(e.phonemes for e in train if e.phonemes)
-    unknown = sorted(set(seen.to_json()) - set(symbols.to_json()))
-    if unknown:
-        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {options.init_from} was not trained "
-                          "with; train a new model instead of --init-from")
-    return symbols
+    return continued_phonemes(Vocabulary.from_json(card["phoneme_vocabulary"]), seen, options.init_from)
 
 
 def _setup(options: AsrTrainOptions) -> _Run:

@@ -51,7 +51,7 @@ from tokenspeech.features import MelConfig
 from tokenspeech.models.aligner import Aligner, AlignerConfig, forward_sum_loss
 from tokenspeech.models.frontend import LogMel
 from tokenspeech.models.tts import TtsConfig, TtsModel, block_causal_mask, count_parameters
-from tokenspeech.text.vocab import Vocabulary, phoneme_vocabulary
+from tokenspeech.text.vocab import Vocabulary, continued_phonemes, phoneme_vocabulary
 from tokenspeech.training.stopping import stop_requests
 from tokenspeech.training.tts_data import (
     BatchStream,
@@ -226,11 +226,7 @@ def _run_vocabulary(options: TtsTrainOptions, phoneme_strings: Iterable[str]) ->
     from tokenspeech.tts.model_io import read_tts_card
 
     model_symbols = Vocabulary.from_json(read_tts_card(options.init_from)["phoneme_vocabulary"])
-    unknown = sorted(set(seen.to_json()) - set(model_symbols.to_json()))
-    if unknown:
-        raise ConfigError(f"the corpus uses phoneme symbols {unknown} that {options.init_from} was not trained "
-                          "with; train a new model instead of --init-from")
-    return model_symbols
+    return continued_phonemes(model_symbols, seen, options.init_from)
 
 
 def prepare_data(options: TtsTrainOptions, codec: Any | None = None) -> PreparedData:
