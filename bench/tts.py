@@ -321,6 +321,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="first-codebook passes of nar and semiar (per block) (default: each decoder's default)")
     parser.add_argument("--fine-passes", type=int, default=1,
                         help="passes for codebooks 2..K (default 1: all at once; K-1: one codebook per pass)")
+    parser.add_argument("--coarse-steps", default=None, metavar="N[,N...]",
+                        help="passes for codebooks 2, 3, ... unmasked iteratively like the first (default: none; "
+                             "they are filled in the fine passes)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance of nar/semiar (0 = off; default: each decoder's default)")
     parser.add_argument("--temperature", type=float, default=None, help="first-codebook sampling temperature "
@@ -331,6 +334,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.sentences < 1:
         fail("--sentences must be at least 1")
+    if args.coarse_steps is not None:
+        try:
+            args.coarse_steps = tuple(int(s) for s in args.coarse_steps.split(","))
+        except ValueError:
+            fail(f"--coarse-steps takes whole numbers separated by commas, got {args.coarse_steps!r}")
     if args.first_audio_threads not in (1, 2) or args.threads not in (1, 2):
         fail("--threads and --first-audio-threads must be 1 or 2")
     return args
@@ -369,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         voices = split_list(args.voices, synth.voices, "--voices") if args.voices else list(synth.voices)
         logger.info("%d sentences, decoders %s, voices %s, %d thread(s)", len(sentences), ",".join(decoders),
                     ",".join(voices), args.threads)
-        decoding = {name: getattr(args, name) for name in ("steps", "fine_passes", "guidance", "temperature")
+        decoding = {name: getattr(args, name) for name in ("steps", "coarse_steps", "fine_passes", "guidance",
+                                                           "temperature")
                     if getattr(args, name) is not None}
         runs = [synthesize_all(Ours(synth, d, v, args.seed, decoding), "ours", sentences)
                 for d in decoders for v in voices]
@@ -392,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_card_metrics": synth.bundle.card.get("metrics") if hasattr(synth.bundle, "card") else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads,
         "first_audio_threads": args.first_audio_threads, "seed": args.seed,
-        "steps": args.steps, "fine_passes": args.fine_passes, "guidance": args.guidance,
+        "steps": args.steps, "coarse_steps": args.coarse_steps, "fine_passes": args.fine_passes, "guidance": args.guidance,
         "temperature": args.temperature,
         "sentences": [{"id": s.id, "text": s.text} for s in sentences],
         "systems": [r.summary() for r in runs], "checks": verdicts,

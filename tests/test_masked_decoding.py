@@ -67,6 +67,25 @@ def test_fine_codebooks_in_the_requested_passes(fine_passes: int, expected: list
     assert not (out == MASK).any() and out.min() >= 0 and out.max() < V
 
 
+def test_coarse_codebooks_are_unmasked_iteratively_before_the_one_pass_fine_codebooks() -> None:
+    model = FakeMasked()
+    decoder = MaskedIterativeDecoder(MaskedDecodingOptions(steps=2, coarse_steps=(3,), fine_passes=1, seed=1))
+    tokens = np.full((2, 4, 20), MASK, dtype=np.int64)
+    tokens[1, 1, :4] = 5  # given tokens of codebook 2 stay as they are
+    history = list(decoder.iterate(model, None, tokens))
+    assert [c for c, _ in model.calls] == [(0,), (0,), (1,), (1,), (1,), (2, 3)]
+    second = [h for h in history if h.codebooks == (1,)]
+    assert [(s.tokens[0, 1] == MASK).sum() for s in second] == list(cosine_schedule(20, 3))
+    assert [(s.tokens[1, 1] == MASK).sum() for s in second] == list(cosine_schedule(16, 3))
+    assert np.all(history[-1].tokens[1, 1, :4] == 5) and not (history[-1].tokens == MASK).any()
+    # without coarse steps codebook 2 is filled in the one fine pass, greedily: a different answer
+    plain, _ = MaskedIterativeDecoder(MaskedDecodingOptions(steps=2, seed=1)).run(FakeMasked(), None, tokens)
+    assert np.array_equal(plain[:, 0], history[-1].tokens[:, 0])
+    assert not np.array_equal(plain[:, 1:], history[-1].tokens[:, 1:])
+    with pytest.raises(ValueError, match="coarse_steps"):
+        MaskedDecodingOptions(coarse_steps=(2, 0))
+
+
 def test_seed_determinism() -> None:
     tokens = np.full((1, 2, 25), MASK, dtype=np.int64)
 

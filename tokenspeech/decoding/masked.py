@@ -52,7 +52,8 @@ class MaskedDecodingOptions:
     """How to unmask; ``guidance == 0`` skips the unconditional pass."""
 
     steps: int = 8  # passes for the first codebook
-    fine_passes: int = 1  # passes for codebooks 2..K (1 = all at once)
+    coarse_steps: tuple[int, ...] = ()  # passes for codebooks 2, 3, ...: filled iteratively like the first
+    fine_passes: int = 1  # passes for the codebooks after those (1 = all at once)
     sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(temperature=1.0))
     fine_sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(temperature=0.0))
     noise: float = 1.0  # Gumbel noise scale on confidences at the first step, fading linearly to 0
@@ -64,6 +65,8 @@ class MaskedDecodingOptions:
             raise ValueError("steps must be >= 1")
         if self.fine_passes < 1:
             raise ValueError("fine_passes must be >= 1")
+        if any(int(s) < 1 for s in self.coarse_steps):
+            raise ValueError("every coarse_steps entry must be >= 1")
         if self.noise < 0 or self.guidance < 0:
             raise ValueError("noise and guidance must be >= 0")
 
@@ -140,14 +143,20 @@ class MaskedIterativeDecoder:
         tokens = np.array(tokens, dtype=np.int64, copy=True)
         if tokens.ndim != 3:
             raise ValueError(f"tokens must be [B, K, F], got shape {tokens.shape}")
-        masked0 = tokens[:, 0] == MASK  # [B, F]
-        if masked0.any():
-            schedules = [cosine_schedule(int(m), self.options.steps) for m in masked0.sum(axis=1)]
-            for step in range(self.options.steps):
-                scores, state = yield from self._logits(logits, tokens, (0,), state)
-                tokens = self._unmask_step(tokens, scores[:, 0], [s[step] for s in schedules], step, rng)
-                yield MaskedStep((0,), step, tokens.copy(), state)
-        fine = [int(k) for k in range(1, tokens.shape[1]) if (tokens[:, k] == MASK).any()]
+        iterative = [(0, self.options.steps, self.options.sampling)] + [
+            (k, int(steps), self.options.fine_sampling)
+            for k, steps in enumerate(self.options.coarse_steps[:tokens.shape[1] - 1], start=1)]
+        for k, steps, sampling in iterative:
+            masked = tokens[:, k] == MASK  # [B, F]
+            if not masked.any():
+                continue
+            schedules = [cosine_schedule(int(m), steps) for m in masked.sum(axis=1)]
+            for step in range(steps):
+                scores, state = yield from self._logits(logits, tokens, (k,), state)
+                tokens = self._unmask_step(tokens, k, scores[:, 0], [s[step] for s in schedules],
+                                           (step + 1) / steps, sampling, rng)
+                yield MaskedStep((k,), step, tokens.copy(), state)
+        fine = [int(k) for k in range(len(iterative), tokens.shape[1]) if (tokens[:, k] == MASK).any()]
         for step, group in enumerate(np.array_split(np.array(fine, dtype=np.int64), self.options.fine_passes)):
             if len(group) == 0:
                 continue
@@ -168,13 +177,16 @@ class MaskedIterativeDecoder:
             scores = scores + self.options.guidance * (scores - uncond.astype(np.float32, copy=False))
         return scores, state
 
-    def _unmask_step(self, tokens: np.ndarray, logits: np.ndarray, remaining: Sequence[int], step: int,
-                     rng: np.random.Generator) -> np.ndarray:
-        """Fix the most confident candidates of codebook 0 so that ``remaining[b]`` stay masked in row ``b``."""
-        masked = tokens[:, 0] == MASK  # [B, F]
-        candidates = select_tokens(logits, self.options.sampling, rng)  # [B, F]
+    def _unmask_step(self, tokens: np.ndarray, codebook: int, logits: np.ndarray, remaining: Sequence[int],
+                     progress: float, sampling: SamplingOptions, rng: np.random.Generator) -> np.ndarray:
+        """Fix the most confident candidates of ``codebook`` so that ``remaining[b]`` stay masked in row ``b``.
+
+        ``progress`` is the fraction of the codebook's passes done after this one (the Gumbel noise fades with it).
+        """
+        masked = tokens[:, codebook] == MASK  # [B, F]
+        candidates = select_tokens(logits, sampling, rng)  # [B, F]
         confidence = np.take_along_axis(log_softmax(logits), candidates[..., None], axis=-1)[..., 0]
-        scale = self.options.noise * (1.0 - (step + 1) / self.options.steps)
+        scale = self.options.noise * (1.0 - progress)
         if scale > 0:
             confidence = confidence + scale * rng.gumbel(size=confidence.shape)
         confidence = np.where(masked, confidence, -np.inf)
@@ -182,5 +194,5 @@ class MaskedIterativeDecoder:
         fix_count = masked.sum(axis=1) - np.asarray(remaining, dtype=np.int64)  # [B]
         fix = masked & (rank < fix_count[:, None])
         out = tokens.copy()
-        out[:, 0] = np.where(fix, candidates, tokens[:, 0])
+        out[:, codebook] = np.where(fix, candidates, tokens[:, codebook])
         return out

@@ -87,7 +87,8 @@ class SynthesisOptions:
     top_k: int = 50  # 0 = no cut
     guidance: float | None = None  # classifier-free guidance of the masked passes; 0 = off; None = DEFAULT_GUIDANCE
     block_frames: int = 16  # semiar block size in 40 ms frames (640 ms: half the per-block overhead of 8)
-    fine_passes: int = 1  # passes for codebooks 2..K (nar, semiar, ar)
+    coarse_steps: tuple[int, ...] = ()  # passes for codebooks 2, 3, ... unmasked iteratively like the first
+    fine_passes: int = 1  # passes for the codebooks after those (nar, semiar, ar)
 
     @property
     def resolved_steps(self) -> int:
@@ -117,6 +118,7 @@ def verify_options(options: SynthesisOptions, voices: tuple[str, ...]) -> None:
         (options.guidance is None or 0.0 <= options.guidance <= 10.0, "guidance must be in 0..10"),
         (1 <= options.block_frames <= MAX_BLOCK_FRAMES, f"block_frames must be 1..{MAX_BLOCK_FRAMES}"),
         (options.fine_passes >= 1, "fine_passes must be >= 1"),
+        (all(1 <= int(s) <= MAX_STEPS for s in options.coarse_steps), f"coarse_steps entries must be 1..{MAX_STEPS}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -208,7 +210,8 @@ def _sampling(options: SynthesisOptions) -> SamplingOptions:
 
 
 def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptions:
-    return MaskedDecodingOptions(steps=options.resolved_steps, fine_passes=options.fine_passes,
+    return MaskedDecodingOptions(steps=options.resolved_steps, coarse_steps=tuple(options.coarse_steps),
+                                 fine_passes=options.fine_passes,
                                  sampling=_sampling(options), guidance=options.resolved_guidance, seed=seed)
 
 
