@@ -352,6 +352,42 @@ def test_training_continues_from_exported_weights(tmp_path: Path) -> None:
         train_tts(other, codec)
 
 
+def test_frame_layers_start_as_the_identity_so_an_export_can_grow_them(tmp_path: Path) -> None:
+    """--frame-layers with --init-from: the grown model conditions exactly as its parent, then trains on;
+    an export with frame layers cannot lose them."""
+    from dataclasses import replace as with_changes
+
+    from tokenspeech.training.tts import train_tts
+
+    torch.manual_seed(0)
+    parent = TtsModel(tiny_tts_config(frame_layers=0)).eval()
+    grown = TtsModel(tiny_tts_config(frame_layers=2)).eval()
+    missing, unexpected = grown.load_state_dict(parent.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("conditioner.frames.") for k in missing)
+    phonemes, voice = torch.randint(4, 40, (2, 9)), torch.tensor([0, 2])
+    durations = torch.randint(0, 4, (2, 9))
+    h, _ = parent.encode_text(phonemes, voice)
+    torch.testing.assert_close(grown.condition(h, durations, voice), parent.condition(h, durations, voice))
+
+    codec = tiny_codec()
+    plain = _train_options(tmp_path / "first", stop_at=6)
+    first = train_tts(with_changes(plain, model=with_changes(plain.model, frame_layers=0)), codec)
+    second = tmp_path / "second"
+    shutil.copytree(tmp_path / "first" / "cache", second / "cache")
+    shutil.copy(tmp_path / "first" / "aligner.pt", second / "aligner.pt")
+    options = _train_options(second)
+    options = with_changes(options, init_from=first.weights, steps=8,
+                           model=with_changes(options.model, frame_layers=1))
+    result = train_tts(options, codec)
+    trained = load_tts_model(result.weights).model
+    assert result.steps == 8 and trained.config.frame_layers == 1
+    assert trained.conditioner.frames.blocks[0].ff[-1].weight.abs().sum() > 0  # it learnt, it is no longer zero
+    shrunk = with_changes(options, out=tmp_path / "third", init_from=result.weights, steps=10,
+                          model=with_changes(options.model, frame_layers=0))
+    with pytest.raises(ConfigError, match="configuration"):
+        train_tts(shrunk, codec)
+
+
 def test_continuing_on_a_corpus_that_lacks_some_symbols_keeps_the_models_vocabulary(tmp_path: Path) -> None:
     """--init-from on new sentences that never use one of the model's phoneme symbols still trains;
     a corpus symbol the model does not know is refused before any encoding."""

@@ -36,7 +36,8 @@ def tiny_codec() -> NativeCodec:
 
 def tiny_tts_config(**overrides) -> TtsConfig:
     base = {"num_phonemes": 60, "num_voices": 3, "num_codebooks": 3, "codebook_size": 32, "dim": 32, "heads": 2,
-            "ff_mult": 2, "text_layers": 1, "codec_layers": 2, "ar_layers": 1, "duration_channels": 16, "dropout": 0.0}
+            "ff_mult": 2, "text_layers": 1, "codec_layers": 2, "ar_layers": 1, "frame_layers": 1,
+            "duration_channels": 16, "dropout": 0.0}
     return TtsConfig(**(base | overrides))
 
 
@@ -52,6 +53,9 @@ def tiny_tts_bundle() -> TtsBundle:
     model = TtsModel(tiny_tts_config(num_phonemes=len(vocabulary)))
     with torch.no_grad():
         model.duration.out.bias.fill_(float(np.log1p(1.5)))
+        for block in model.conditioner.frames.blocks:  # they start as the identity; make them do something
+            block.attention.out.weight.normal_(0.0, 0.2)
+            block.ff[-1].weight.normal_(0.0, 0.2)
     return TtsBundle(model.eval(), vocabulary, VOICES, tiny_codec().info)
 
 

@@ -31,6 +31,7 @@ class TransformerConfig:
     dropout: float = 0.1
     cross_attention: bool = False
     causal: bool = True
+    final_norm: bool = True  # False: the stack ends with the last block's residual sum (its user normalises)
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -243,7 +244,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
-        self.norm = nn.LayerNorm(config.dim)
+        self.norm = nn.LayerNorm(config.dim) if config.final_norm else nn.Identity()
 
     def memory_kv(self, memory: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Cross-attention keys/values of ``memory [B, M, D]`` for every layer."""

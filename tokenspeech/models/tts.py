@@ -51,6 +51,7 @@ class TtsConfig:
     text_layers: int = 4
     codec_layers: int = 4
     ar_layers: int = 3
+    frame_layers: int = 0  # transformer layers over the frame conditioning, run once per sentence (0 = none)
     duration_channels: int = 256
     dropout: float = 0.1
     context_codebooks: int = 1  # semi-AR: codebooks of earlier blocks the network sees (the rest masked)
@@ -73,9 +74,9 @@ class TtsConfig:
         """The mask token (masked model) and BOS token (AR model): one past the last code."""
         return self.codebook_size
 
-    def transformer(self, layers: int, causal: bool) -> TransformerConfig:
+    def transformer(self, layers: int, causal: bool, final_norm: bool = True) -> TransformerConfig:
         return TransformerConfig(dim=self.dim, heads=self.heads, layers=layers, ff_mult=self.ff_mult,
-                                 dropout=self.dropout, causal=causal)
+                                 dropout=self.dropout, causal=causal, final_norm=final_norm)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -174,13 +175,28 @@ def phoneme_position(durations: Tensor, index: Tensor) -> Tensor:
 
 
 class Conditioner(nn.Module):
-    """Frame-level conditioning ``[B, F, D]`` from phoneme states, durations and the speaker."""
+    """Frame-level conditioning ``[B, F, D]`` from phoneme states, durations and the speaker.
+
+    With ``frame_layers`` the length-regulated states go through a bidirectional
+    transformer over the sentence's frames (FastSpeech's decoder, without its
+    output layer). It runs once per sentence, while the codec transformer runs
+    once per decoding pass, so it adds acoustic capacity at little inference
+    cost. Its blocks start as the identity (zeroed output projections), so a
+    trained model without them can grow them and keep its function.
+    """
 
     def __init__(self, config: TtsConfig) -> None:
         super().__init__()
         self.position = nn.Linear(2, config.dim)
         self.norm = nn.LayerNorm(config.dim)
         self.null = nn.Parameter(torch.zeros(config.dim))  # unconditional input (classifier-free guidance)
+        self.frames = None
+        if config.frame_layers:
+            self.frames = Transformer(config.transformer(config.frame_layers, causal=False, final_norm=False))
+            for block in self.frames.blocks:
+                for layer in (block.attention.out, block.ff[-1]):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, h: Tensor, durations: Tensor, speaker: Tensor, frames: int | None = None) -> tuple[Tensor,
                                                                                                          Tensor]:
@@ -188,6 +204,8 @@ class Conditioner(nn.Module):
         x, index, lengths = length_regulate(h, durations, frames)
         valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
         cond = self.norm(x + self.position(phoneme_position(durations, index)) + speaker[:, None, :])
+        if self.frames is not None:
+            cond = self.frames(cond * valid, lengths)
         return cond * valid, lengths
 
     def unconditional(self, cond: Tensor) -> Tensor:

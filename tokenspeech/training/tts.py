@@ -450,7 +450,7 @@ class _TtsRun:
         checkpoint_path = options.out / CHECKPOINT_NAME
         if checkpoint_path.is_file():
             checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-            if checkpoint.get("version") != CHECKPOINT_VERSION or checkpoint["config"] != config.to_json():
+            if checkpoint.get("version") != CHECKPOINT_VERSION or TtsConfig.from_json(checkpoint["config"]) != config:
                 raise ConfigError(f"{checkpoint_path} was written by a different model configuration; "
                                   "use a new --out folder")
             self.model.load_state_dict(checkpoint["model"])
@@ -471,12 +471,20 @@ class _TtsRun:
         from tokenspeech.tts.model_io import load_tts_model
 
         bundle = load_tts_model(path)
-        if bundle.model.config != config:
+        grown = bundle.model.config.frame_layers == 0 and config.frame_layers > 0
+        if replace(bundle.model.config, frame_layers=config.frame_layers) != config or (
+                bundle.model.config.frame_layers not in (0, config.frame_layers)):
             raise ConfigError(f"{path} has a different model configuration than this run ({bundle.model.config}); "
-                              "train with the same options and corpus")
+                              "train with the same options and corpus (only --frame-layers may be added)")
         if list(bundle.voices) != list(self.data.voices) or bundle.phonemes.to_json() != self.data.vocabulary.to_json():
             raise ConfigError(f"{path} was trained with other voices or phoneme symbols than this corpus gives")
-        self.model.load_state_dict({k: v.float() for k, v in bundle.model.state_dict().items()})
+        missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in bundle.model.state_dict().items()},
+                                                         strict=False)
+        if unexpected or any(not key.startswith("conditioner.frames.") for key in missing) or (missing and not grown):
+            raise ConfigError(f"{path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if grown:
+            logger.info("added %d frame-conditioning layers to %s (they start as the identity)",
+                        config.frame_layers, path)
         step = int(bundle.card.get("training", {}).get("steps", 0))
         logger.info("initialised the TTS model from %s (exported at step %d)", path, step)
         return step
