@@ -453,3 +453,24 @@ def test_decoding_and_cli_help_do_not_import_torch() -> None:
     code = ("import sys, tokenspeech.decoding.masked, tokenspeech.decoding.semiar, tokenspeech.tts.cli, "
             "tokenspeech.training.tts_cli; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_train_cli_takes_the_frame_layers_of_the_model_it_continues(tmp_path: Path, bundle: TtsBundle,
+                                                                     monkeypatch) -> None:
+    """Continuing a model with frame layers needs no --frame-layers; the flag still overrides (e.g. to add them)."""
+    import tokenspeech.training.tts as recipe
+    from tokenspeech.training.tts_cli import configure_tts
+
+    exported = save_tts_model(bundle.model, tmp_path / "tts", bundle.phonemes, VOICES, bundle.codec,
+                              training={"steps": 3})
+    seen = []
+    monkeypatch.setattr(recipe, "train_tts", lambda options: seen.append(options) or recipe.TtsTrainResult(
+        0, exported, exported.with_suffix(".json"), {}))
+    parser = argparse.ArgumentParser()
+    configure_tts(parser.add_subparsers())
+    for extra, expected in (([], bundle.model.config.frame_layers), (["--frame-layers", "3"], 3)):
+        args = parser.parse_args(["tts", "--corpus", str(FIXTURE), "--out", str(tmp_path / "run"),
+                                  "--init-from", str(exported), *extra])
+        assert args.run(args) == 0 and seen[-1].model.frame_layers == expected
+    args = parser.parse_args(["tts", "--corpus", str(FIXTURE), "--out", str(tmp_path / "run")])
+    assert args.run(args) == 0 and seen[-1].model.frame_layers == 0

@@ -51,8 +51,9 @@ def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--voices", default=None, help="comma-separated voices (default: joe,espeak-us,espeak-gb-f)")
     add_flags(parser, _FLAGS)
     parser.add_argument("--frame-layers", type=int, default=None,
-                        help="transformer layers over the frame conditioning (run once per sentence; default 0); "
-                             "with --init-from they may be added to a model trained without them")
+                        help="transformer layers over the frame conditioning (run once per sentence; default: the "
+                             "--init-from model's, else 0); with --init-from they may be added to a model trained "
+                             "without them")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="new run starting from exported weights (e.g. tokenspeech/assets/tts.safetensors) at "
@@ -65,14 +66,18 @@ def run_tts(args: argparse.Namespace) -> int:
     from tokenspeech.errors import ConfigError
     from tokenspeech.models.tts import TtsConfig
     from tokenspeech.training.tts import TtsTrainOptions, train_tts
+    from tokenspeech.tts.model_io import read_tts_card
 
     voices = tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None
     given = given_options(args, _FLAGS, _FIELDS, voices=voices)
-    if args.frame_layers is not None:
-        if args.frame_layers < 0:
-            raise ConfigError(f"--frame-layers must be >= 0, got {args.frame_layers}")
+    frame_layers = args.frame_layers
+    if frame_layers is None and args.init_from is not None:
+        frame_layers = int(read_tts_card(args.init_from).get("config", {}).get("frame_layers", 0))
+    if frame_layers is not None:
+        if frame_layers < 0:
+            raise ConfigError(f"--frame-layers must be >= 0, got {frame_layers}")
         # the phoneme and voice counts are placeholders: the recipe fills them in from the data
-        given["model"] = TtsConfig(num_phonemes=1, num_voices=1, frame_layers=args.frame_layers)
+        given["model"] = TtsConfig(num_phonemes=1, num_voices=1, frame_layers=frame_layers)
     options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume,
                               init_from=args.init_from, **given)
     result = train_tts(options)
