@@ -27,6 +27,7 @@ base (tokenspeech.eval.judge.WhisperJudge), as in bench/tts.py.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -40,7 +41,7 @@ DEFAULT_CONDITIONS = "pred,dur,dur+c1,dur+c2,dur+c3,ceil2,ceil3,ceil6"
 
 
 def parse_condition(text: str, base_options):
-    """``NAME[:key=value...]`` -> ``(name, given codebooks or None, SynthesisOptions)``."""
+    """``NAME[:key=value...]`` -> ``(NAME, SynthesisOptions with the given decoding settings)``."""
     name, *settings = text.split(":")
     values = {}
     for setting in settings:
@@ -112,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"{cache_dir} has no durations-dev.npz: pass the folder of a TTS run that got past its durations phase")
     texts = {row.id: row.text for row in read_split(args.corpus, "dev")}
     with threads(1):
-        import json
-
         from tokenspeech.eval.judge import WhisperJudge
         from tokenspeech.eval.wer import error_rates
         from tokenspeech.training.tts_data import TokenCache
