@@ -474,3 +474,40 @@ def test_train_cli_takes_the_frame_layers_of_the_model_it_continues(tmp_path: Pa
         assert args.run(args) == 0 and seen[-1].model.frame_layers == expected
     args = parser.parse_args(["tts", "--corpus", str(FIXTURE), "--out", str(tmp_path / "run")])
     assert args.run(args) == 0 and seen[-1].model.frame_layers == 0
+
+
+def test_stage_weights_choose_which_codebook_is_learned_given_the_earlier_ones() -> None:
+    """--stage-weights 0,1,0: every item shows codebook 1 whole, masks part of codebook 2 and hides codebook 3."""
+    from tokenspeech.training.tts import MaskingOptions, TtsTrainOptions, masked_inputs
+
+    config = tiny_tts_config(num_phonemes=4, num_voices=1)
+    codes = torch.randint(0, config.codebook_size, (16, 3, 20))
+    lengths = torch.full((16,), 20)
+    options = MaskingOptions(block_prob=0.0, stage_weights=(0.0, 1.0, 0.0))
+    masked = masked_inputs(codes, lengths, options, config, np.random.default_rng(0))
+    assert torch.equal(masked.codes[:, 0], codes[:, 0])
+    assert bool(masked.stage_target[:, 1].any(dim=1).all()) and not bool(masked.stage_target[:, [0, 2]].any())
+    assert bool((masked.codes[:, 2] == config.mask_id).all()) and bool(masked.later_target[:, 2].all())
+    default = MaskingOptions().stage_probabilities(6)
+    assert default[0] == pytest.approx(0.5) and default[1:] == pytest.approx([0.1] * 5)
+    with pytest.raises(ConfigError, match="one per codebook"):
+        TtsTrainOptions(corpus=FIXTURE, out=Path("unused"), codebooks=3, masking=MaskingOptions(stage_weights=(1.0, 1.0)))
+    with pytest.raises(ConfigError, match="positive sum"):
+        MaskingOptions(stage_weights=(0.0, 0.0, 0.0))
+
+
+def test_train_cli_passes_stage_weights_and_rejects_words(tmp_path: Path, monkeypatch) -> None:
+    import tokenspeech.training.tts as recipe
+    from tokenspeech.training.tts_cli import configure_tts
+
+    seen = []
+    monkeypatch.setattr(recipe, "train_tts", lambda options: seen.append(options) or recipe.TtsTrainResult(
+        0, tmp_path / "tts.safetensors", tmp_path / "tts.json", {}))
+    parser = argparse.ArgumentParser()
+    configure_tts(parser.add_subparsers())
+    base = ["tts", "--corpus", str(FIXTURE), "--out", str(tmp_path / "run"), "--codebooks", "3"]
+    args = parser.parse_args([*base, "--stage-weights", "1,2,0.5"])
+    assert args.run(args) == 0 and seen[-1].masking.stage_weights == (1.0, 2.0, 0.5)
+    args = parser.parse_args([*base, "--stage-weights", "1,two,3"])
+    with pytest.raises(ConfigError, match="comma-separated numbers"):
+        args.run(args)

@@ -9,7 +9,7 @@
    AR codec LM, jointly. Each step, per utterance:
 
    - a stage ``k`` (codebook 1 with ``first_codebook_prob``, else uniform
-     over 2..K): codebooks < k given, codebook k masked at a ratio
+     over 2..K; or drawn by ``stage_weights``): codebooks < k given, codebook k masked at a ratio
      ``cos(pi/2 u)``, codebooks > k fully masked (MaskGCT/SoundStorm);
    - with ``block_prob`` a semi-AR item: a random block size and block;
      earlier blocks show only their first ``context_codebooks`` codebooks,
@@ -78,12 +78,19 @@ SPLITS = ("train", "dev")
 
 @dataclass(frozen=True)
 class MaskingOptions:
-    """How training inputs are masked (see the module docstring)."""
+    """How training inputs are masked (see the module docstring).
+
+    ``stage_weights``, when given, replaces ``first_codebook_prob``: relative
+    weights of the stages 1..K, one per codebook. Session 14's oracle
+    (bench/tts_oracle.py) found the words lost in codebook 2 given codebook 1,
+    a stage the default draws only 1 time in 10 with 6 codebooks.
+    """
 
     first_codebook_prob: float = 0.5
     block_prob: float = 0.4
     block_sizes: tuple[int, ...] = (4, 8, 16)
     uncond_prob: float = 0.1
+    stage_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("first_codebook_prob", "block_prob", "uncond_prob"):
@@ -91,6 +98,22 @@ class MaskingOptions:
                 raise ConfigError(f"MaskingOptions.{name} must be in [0, 1]")
         if not self.block_sizes or min(self.block_sizes) < 1:
             raise ConfigError("MaskingOptions.block_sizes must be positive frame counts")
+        if self.stage_weights and (min(self.stage_weights) < 0 or sum(self.stage_weights) <= 0):
+            raise ConfigError(f"MaskingOptions.stage_weights must be >= 0 with a positive sum, got "
+                              f"{self.stage_weights}")
+
+    def stage_probabilities(self, codebooks: int) -> np.ndarray:
+        """Probability of each stage 1..``codebooks`` (index 0 = codebook 1)."""
+        if self.stage_weights:
+            if len(self.stage_weights) != codebooks:
+                raise ConfigError(f"MaskingOptions.stage_weights has {len(self.stage_weights)} weights for "
+                                  f"{codebooks} codebooks; give one per codebook")
+            weights = np.asarray(self.stage_weights, dtype=np.float64)
+            return weights / weights.sum()
+        if codebooks == 1:
+            return np.ones(1)
+        rest = (1.0 - self.first_codebook_prob) / (codebooks - 1)
+        return np.array([self.first_codebook_prob] + [rest] * (codebooks - 1))
 
 
 def _default_model() -> TtsConfig:
@@ -149,6 +172,7 @@ class TtsTrainOptions:
             raise ConfigError("aligner_steps, warmup, eval_utterances and stop_at must be >= 0")
         if not self.voices:
             raise ConfigError("TtsTrainOptions.voices must name at least one voice")
+        self.masking.stage_probabilities(self.codebooks)  # one weight per codebook, or a ConfigError now
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ConfigError(f"time_limit_minutes must be > 0, got {self.time_limit_minutes}")
         if self.lr <= 0 or self.aligner_lr <= 0 or self.max_seconds <= 0:
@@ -353,9 +377,10 @@ def masked_inputs(codes: Tensor, lengths: Tensor, options: MaskingOptions, confi
     later_target = torch.zeros(codes.shape, dtype=torch.bool)
     block = torch.full((batch,), max(frames, 1), dtype=torch.long)
     uncond = torch.zeros(batch, dtype=torch.bool)
+    stages = options.stage_probabilities(codebooks)
     for b in range(batch):
         length = int(lengths[b])
-        k = 0 if codebooks == 1 or rng.random() < options.first_codebook_prob else int(rng.integers(1, codebooks))
+        k = _draw_stage(stages, options, rng)
         lo, hi = 0, length
         if rng.random() < options.block_prob:
             size = int(rng.choice(options.block_sizes))
@@ -372,6 +397,14 @@ def masked_inputs(codes: Tensor, lengths: Tensor, options: MaskingOptions, confi
         inputs[b, :, hi:] = mask_id
         uncond[b] = bool(rng.random() < options.uncond_prob)
     return MaskedInputs(inputs, stage_target, later_target, block_causal_mask(frames, block, lengths), uncond)
+
+
+def _draw_stage(stages: np.ndarray, options: MaskingOptions, rng: np.random.Generator) -> int:
+    if options.stage_weights:
+        return int(rng.choice(len(stages), p=stages))
+    # the default's original draw, kept so runs started before stage_weights resume on the same masks
+    codebooks = len(stages)
+    return 0 if codebooks == 1 or rng.random() < options.first_codebook_prob else int(rng.integers(1, codebooks))
 
 
 def _masked_ce(logits: Tensor, codes: Tensor, where: Tensor) -> tuple[Tensor, Tensor]:
@@ -419,11 +452,16 @@ def _lr(options: TtsTrainOptions, step: int) -> float:
 
 @torch.no_grad()
 def evaluate(model: TtsModel, cache: TokenCache, options: TtsTrainOptions) -> dict[str, float]:
-    """Mean dev losses over the first ``eval_utterances`` (fixed masks, so comparable across steps)."""
+    """Mean dev losses over the first ``eval_utterances``.
+
+    The masks are fixed and drawn with the default ``MaskingOptions`` whatever
+    the run trains with, so dev losses compare across steps and across runs.
+    """
     count = min(options.eval_utterances, len(cache))
     if count == 0:
         return {}
     model.eval()
+    options = replace(options, masking=MaskingOptions())
     rng = np.random.default_rng([options.seed, 99])
     totals: dict[str, float] = {}
     batches = [list(range(i, min(i + 8, count))) for i in range(0, count, 8)]

@@ -54,6 +54,10 @@ def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                         help="transformer layers over the frame conditioning (run once per sentence; default: the "
                              "--init-from model's, else 0); with --init-from they may be added to a model trained "
                              "without them")
+    parser.add_argument("--stage-weights", default=None, metavar="W1,W2,...",
+                        help="relative weights of the training stages, one per codebook (stage k: codebooks before "
+                             "k given, codebook k partly masked, later ones hidden); e.g. 3,3,1,1,1,1 trains "
+                             "codebook 2 given codebook 1 three times as often as the default 5,1,1,1,1,1")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="new run starting from exported weights (e.g. tokenspeech/assets/tts.safetensors) at "
@@ -65,7 +69,7 @@ def configure_tts(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 def run_tts(args: argparse.Namespace) -> int:
     from tokenspeech.errors import ConfigError
     from tokenspeech.models.tts import TtsConfig
-    from tokenspeech.training.tts import TtsTrainOptions, train_tts
+    from tokenspeech.training.tts import MaskingOptions, TtsTrainOptions, train_tts
     from tokenspeech.tts.model_io import read_tts_card
 
     voices = tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None
@@ -78,8 +82,19 @@ def run_tts(args: argparse.Namespace) -> int:
             raise ConfigError(f"--frame-layers must be >= 0, got {frame_layers}")
         # the phoneme and voice counts are placeholders: the recipe fills them in from the data
         given["model"] = TtsConfig(num_phonemes=1, num_voices=1, frame_layers=frame_layers)
+    if args.stage_weights:
+        given["masking"] = MaskingOptions(stage_weights=_numbers(args.stage_weights, "--stage-weights"))
     options = TtsTrainOptions(corpus=args.corpus, out=args.out, codec=args.codec, resume=args.resume,
                               init_from=args.init_from, **given)
     result = train_tts(options)
     print(f"trained {result.steps} steps; model written to {result.weights} and {result.card}")
     return 0
+
+
+def _numbers(text: str, flag: str) -> tuple[float, ...]:
+    from tokenspeech.errors import ConfigError
+
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated numbers, got {text!r}") from None
