@@ -65,8 +65,8 @@ def parse_condition(text: str, base_options):
 def condition_tokens(synth, cache, row: int, voice: int, name: str, options) -> np.ndarray:
     """Codec tokens ``[K, F]`` of cached utterance ``row`` under one condition."""
     from tokenspeech.decoding import calls
-    from tokenspeech.decoding.masked import MASK, MaskedIterativeDecoder
-    from tokenspeech.tts.pipeline import STRATEGIES, _masked_options, sentence_seed
+    from tokenspeech.decoding.masked import MASK
+    from tokenspeech.tts.pipeline import STRATEGIES, fill_masked_tokens, sentence_seed
 
     codes = cache.item_codes(row)
     if name.startswith("ceil"):
@@ -79,10 +79,7 @@ def condition_tokens(synth, cache, row: int, voice: int, name: str, options) -> 
         given = int(name[5:])
         tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
         tokens[0, :given] = codes[:given, :condition.frames]
-        model = backend.masked()
-        tokens, _ = calls.run(MaskedIterativeDecoder(_masked_options(options, seed)).program(
-            model, model.prepare(condition.cond), tokens))
-        return tokens[0]
+        return calls.run(fill_masked_tokens(backend, condition, tokens, options, seed))[0]
     blocks = calls.outputs(STRATEGIES[options.decoder].blocks(backend, condition, options, seed))
     return np.concatenate(list(blocks), axis=1)
 
@@ -117,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from tokenspeech.eval.wer import error_rates
         from tokenspeech.training.tts_data import TokenCache
         from tokenspeech.tts import SynthesisOptions, Synthesizer
-        from tokenspeech.tts.pipeline import _numpy
+        from tokenspeech.tts.pipeline import audio_numpy
 
         synth = load_or_fail(lambda: Synthesizer.load(args.model, args.codec), "TTS model")
         cache = TokenCache.load(cache_dir / "codes-dev.npz", cache_dir / "durations-dev.npz")
@@ -141,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             hyps = []
             for i in rows:
                 tokens = condition_tokens(synth, cache, i, voice, name, options)
-                hyps.append(judge.transcribe(_numpy(synth.codec.decode(tokens[None]))[0, 0]))
+                hyps.append(judge.transcribe(audio_numpy(synth.codec.decode(tokens[None]))[0, 0]))
             wer = error_rates(refs, hyps).wer * 100
             results.append({"condition": text, "wer_percent": wer, "cpu_seconds": time.process_time() - started,
                             "hypotheses": hyps})

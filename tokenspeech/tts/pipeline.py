@@ -215,13 +215,24 @@ def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptio
                                  sampling=_sampling(options), guidance=options.resolved_guidance, seed=seed)
 
 
+def fill_masked_tokens(backend: TtsBackend, condition: Conditioning, tokens: np.ndarray,
+                       options: SynthesisOptions, seed: int) -> Program[np.ndarray]:
+    """A program returning ``tokens [1, K, F]`` with every ``MASK`` filled by the masked transformer.
+
+    The NAR decoder from all-``MASK``; the AR decoder after its first
+    codebook; bench/tts_oracle.py with codebooks taken from a recording.
+    """
+    model = backend.masked()
+    filled, _ = yield from MaskedIterativeDecoder(_masked_options(options, seed)).program(
+        model, model.prepare(condition.cond), tokens)
+    return filled
+
+
 class _Nar:
     def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
                seed: int) -> Program[None]:
-        model = backend.masked()
         tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
-        tokens, _ = yield from MaskedIterativeDecoder(_masked_options(options, seed)).program(
-            model, model.prepare(condition.cond), tokens)
+        tokens = yield from fill_masked_tokens(backend, condition, tokens, options, seed)
         yield tokens[0]
 
 
@@ -246,9 +257,7 @@ class _AR:
                                                                       np.array([step_model.bos_id])))
         tokens = np.full((1, backend.num_codebooks, condition.frames), MASK, dtype=np.int64)
         tokens[0, 0] = np.concatenate(first)
-        masked = backend.masked()
-        tokens, _ = yield from MaskedIterativeDecoder(_masked_options(options, seed)).program(
-            masked, masked.prepare(condition.cond), tokens)
+        tokens = yield from fill_masked_tokens(backend, condition, tokens, options, seed)
         yield tokens[0]
 
 
@@ -357,7 +366,7 @@ class Synthesizer:
             blocks.append(block)
         started = time.perf_counter()
         codes = np.concatenate(blocks, axis=1)[None]
-        audio = _numpy(self.codec.decode(codes))[0, 0]
+        audio = audio_numpy(self.codec.decode(codes))[0, 0]
         timings["codec"] = time.perf_counter() - started
         return AudioResult(audio, self.sample_rate, tuple(records[i] for i in sorted(records)), options, timings)
 
@@ -385,7 +394,7 @@ class Synthesizer:
         while (item := (yield from tokens.next())) is not calls.END:
             index, _, block, final = item
             audio, state = yield Call(self.codec_steps.decode_step, (np.ascontiguousarray(block[None]), state))
-            yield AudioChunk(_numpy(audio)[0, 0], self.sample_rate, index, block.shape[1], final)
+            yield AudioChunk(audio_numpy(audio)[0, 0], self.sample_rate, index, block.shape[1], final)
 
 
 def _torch_backend(bundle: Any) -> TtsBackend:
@@ -394,7 +403,7 @@ def _torch_backend(bundle: Any) -> TtsBackend:
     return TorchTtsBackend(bundle.model)
 
 
-def _numpy(array: Any) -> np.ndarray:
+def audio_numpy(array: Any) -> np.ndarray:
     """float32 NumPy from a codec output (a NumPy array, or a torch tensor without importing torch here)."""
     if hasattr(array, "detach"):
         return array.detach().float().cpu().numpy()
