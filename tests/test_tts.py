@@ -331,6 +331,25 @@ def test_training_smoke_loss_decreases_and_resume_is_exact(tmp_path: Path) -> No
     assert durations["durations"].sum() == codes["codes"].shape[1] and durations["mel_durations"].min() >= 1
 
 
+def test_stage_losses_score_every_codebook_on_the_same_masks(tmp_path: Path) -> None:
+    """bench/tts_stages.py's numbers: one per codebook, repeatable, and the same inputs for any model."""
+    from tokenspeech.training.tts import stage_losses, train_tts
+    from tokenspeech.training.tts_data import TokenCache
+
+    result = train_tts(_train_options(tmp_path / "run", stop_at=6), tiny_codec())
+    cache = TokenCache.load(tmp_path / "run" / "cache" / "codes-train.npz",
+                            tmp_path / "run" / "cache" / "durations-train.npz")
+    trained = load_tts_model(result.weights).model
+    first = stage_losses(trained, cache, 4, seed=3)
+    assert [r["codebook"] for r in first] == [1, 2, 3] and all(r["positions"] > 0 for r in first)
+    assert all(np.isfinite(r["ce"]) and 0.0 <= r["accuracy"] <= 1.0 for r in first)
+    assert stage_losses(trained, cache, 4, seed=3) == first
+    untrained = TtsModel(trained.config).eval()
+    other = stage_losses(untrained, cache, 4, seed=3)
+    assert [r["positions"] for r in other] == [r["positions"] for r in first]
+    assert sum(r["ce"] for r in other) > sum(r["ce"] for r in first)  # training taught it something
+
+
 def test_training_continues_from_exported_weights(tmp_path: Path) -> None:
     """--init-from: a new run starts from an export's weights and step (no last.pt needed)."""
     from dataclasses import replace as with_changes

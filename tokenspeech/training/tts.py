@@ -472,6 +472,43 @@ def evaluate(model: TtsModel, cache: TokenCache, options: TtsTrainOptions) -> di
     return {f"dev_{name}": value / count for name, value in totals.items()}
 
 
+@torch.no_grad()
+def stage_losses(model: TtsModel, cache: TokenCache, count: int, seed: int = 0) -> list[dict[str, float]]:
+    """Cross-entropy and accuracy of each codebook k given codebooks 1..k-1 (the stage-k task), per stage.
+
+    The first ``count`` utterances of ``cache``, full attention, no guidance
+    drop, a mask ratio drawn per utterance as in training; the masks depend on
+    ``seed`` and the stage only, so two models are scored on the same inputs.
+    A finer lens than ``evaluate``'s mixture of stages: one number per codebook.
+    """
+    count = min(count, len(cache))
+    codebooks = model.config.num_codebooks
+    batches = [list(range(i, min(i + 8, count))) for i in range(0, count, 8)]
+    was_training = model.training
+    model.eval()
+    results = []
+    for stage in range(codebooks):
+        weights = tuple(1.0 if k == stage else 0.0 for k in range(codebooks))
+        options = MaskingOptions(block_prob=0.0, uncond_prob=0.0, stage_weights=weights)
+        rng = np.random.default_rng([seed, stage])
+        loss_sum = correct = 0.0
+        positions = 0
+        for rows in batches:
+            batch = make_batch(cache, rows)
+            h, _ = model.encode_text(batch.phonemes, batch.voice, batch.phoneme_lengths)
+            cond, _ = model.condition(h, batch.durations, batch.voice, batch.codes.shape[2])
+            masked = masked_inputs(batch.codes, batch.frame_lengths, options, model.config, rng)
+            logits = model.codec.heads(model.codec(masked.codes, cond, masked.attention))
+            selected, target = logits[masked.stage_target], batch.codes[masked.stage_target]
+            loss_sum += float(F.cross_entropy(selected, target, reduction="sum"))
+            correct += float((selected.argmax(-1) == target).sum())
+            positions += int(target.numel())
+        results.append({"codebook": stage + 1, "ce": loss_sum / max(positions, 1),
+                        "accuracy": correct / max(positions, 1), "positions": positions})
+    model.train(was_training)
+    return results
+
+
 class _TtsRun:
     """The state of phase 4: model, optimiser, step; checkpoint and export."""
 
@@ -623,6 +660,7 @@ __all__ = [
     "align_data",
     "masked_inputs",
     "prepare_data",
+    "stage_losses",
     "train_aligner",
     "train_model",
     "train_tts",
