@@ -312,6 +312,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench-results/tts"), help="folder for results.json")
     parser.add_argument("--sentences", type=int, default=60, help="test sentences (default 60; 3 for a smoke run)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sentence choice and of synthesis")
+    parser.add_argument("--synthesis-seed", type=int, default=None,
+                        help="seed of synthesis alone (default: --seed): the same sentences with other samples, "
+                             "to see how much of a WER difference is sampling noise")
     parser.add_argument("--decoders", default=",".join(DECODERS), help="comma list (default: nar,semiar,ar)")
     parser.add_argument("--voices", default=None, help="comma list of our voices (default: all the model has)")
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
@@ -380,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         decoding = {name: getattr(args, name) for name in ("steps", "coarse_steps", "fine_passes", "guidance",
                                                            "temperature")
                     if getattr(args, name) is not None}
-        runs = [synthesize_all(Ours(synth, d, v, args.seed, decoding), "ours", sentences)
+        synthesis_seed = args.seed if args.synthesis_seed is None else args.synthesis_seed
+        runs = [synthesize_all(Ours(synth, d, v, synthesis_seed, decoding), "ours", sentences)
                 for d in decoders for v in voices]
         runs += [synthesize_all(peer(p, args.threads), "peer", sentences) for p in ("piper", "espeak") if p not in skip]
         if "teacher" not in skip:
@@ -389,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(codec_ceiling_run(synth, runs[-1]))
         if "semiar" in decoders and "first-audio" not in skip:
             semiar = next(r for r in runs if r.decoder == "semiar" and r.voice in (TEACHER_VOICE, voices[0]))
-            semiar.first_audio_ms = first_audio(synth, sentences, semiar.voice, args.seed, args.first_audio_threads)
+            semiar.first_audio_ms = first_audio(synth, sentences, semiar.voice, synthesis_seed,
+                                                args.first_audio_threads)
         if "judge" not in skip:
             judge_runs(runs, sentences, args.threads)
     if args.save_wavs:
@@ -400,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
         "model_card_metrics": synth.bundle.card.get("metrics") if hasattr(synth.bundle, "card") else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads,
-        "first_audio_threads": args.first_audio_threads, "seed": args.seed,
+        "first_audio_threads": args.first_audio_threads, "seed": args.seed, "synthesis_seed": synthesis_seed,
         "steps": args.steps, "coarse_steps": args.coarse_steps, "fine_passes": args.fine_passes, "guidance": args.guidance,
         "temperature": args.temperature,
         "sentences": [{"id": s.id, "text": s.text} for s in sentences],
