@@ -169,6 +169,14 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def aligned_cache_dir(run: Path) -> Path:
+    """``run/cache`` of a ``tokenspeech train tts`` run that has dev durations, else :func:`fail`."""
+    cache_dir = run / "cache"
+    if not (cache_dir / "durations-dev.npz").is_file():
+        fail(f"{cache_dir} has no durations-dev.npz: pass the folder of a TTS run that got past its durations phase")
+    return cache_dir
+
+
 def load_or_fail(load: Callable[[], T], what: str) -> T:
     """``load()``, turning a missing or broken model into :func:`fail` with the way out."""
     from tokenspeech.errors import ModelLoadError

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import fail, load_or_fail, markdown_table, number, read_split, threads, write_json
+from _common import aligned_cache_dir, fail, load_or_fail, markdown_table, number, read_split, threads, write_json
 
 DEFAULT_CONDITIONS = "pred,dur,dur+c1,dur+c2,dur+c3,ceil2,ceil3,ceil6"
 
@@ -105,9 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cache_dir = args.run / "cache"
-    if not (cache_dir / "durations-dev.npz").is_file():
-        fail(f"{cache_dir} has no durations-dev.npz: pass the folder of a TTS run that got past its durations phase")
+    cache_dir = aligned_cache_dir(args.run)
     texts = {row.id: row.text for row in read_split(args.corpus, "dev")}
     with threads(1):
         from tokenspeech.eval.judge import WhisperJudge

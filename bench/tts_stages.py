@@ -24,7 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _common import fail, load_or_fail, markdown_table, threads, write_json
+from _common import aligned_cache_dir, fail, load_or_fail, markdown_table, threads, write_json
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,9 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cache_dir = args.run / "cache"
-    if not (cache_dir / "durations-dev.npz").is_file():
-        fail(f"{cache_dir} has no durations-dev.npz: pass the folder of a TTS run that got past its durations phase")
+    cache_dir = aligned_cache_dir(args.run)
     meta = json.loads((cache_dir / "meta.json").read_text())
     with threads(args.threads):
         from tokenspeech.training.tts import stage_losses
