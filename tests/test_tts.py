@@ -510,7 +510,8 @@ def test_stage_weights_choose_which_codebook_is_learned_given_the_earlier_ones()
     default = MaskingOptions().stage_probabilities(6)
     assert default[0] == pytest.approx(0.5) and default[1:] == pytest.approx([0.1] * 5)
     with pytest.raises(ConfigError, match="one per codebook"):
-        TtsTrainOptions(corpus=FIXTURE, out=Path("unused"), codebooks=3, masking=MaskingOptions(stage_weights=(1.0, 1.0)))
+        TtsTrainOptions(corpus=FIXTURE, out=Path("unused"), codebooks=3,
+                        masking=MaskingOptions(stage_weights=(1.0, 1.0)))
     with pytest.raises(ConfigError, match="positive sum"):
         MaskingOptions(stage_weights=(0.0, 0.0, 0.0))
 

@@ -417,6 +417,14 @@ def _masked_ce(logits: Tensor, codes: Tensor, where: Tensor) -> tuple[Tensor, Te
     return F.cross_entropy(selected, target), (selected.argmax(-1) == target).float().mean()
 
 
+def _masked_logits(model: TtsModel, batch: TtsBatch, cond: Tensor, masking: MaskingOptions,
+                   rng: np.random.Generator) -> tuple[MaskedInputs, Tensor]:
+    """One batch masked by ``masking`` and the codec transformer's logits ``[B, K, F, V]`` over it."""
+    masked = masked_inputs(batch.codes, batch.frame_lengths, masking, model.config, rng)
+    codec_cond = torch.where(masked.uncond[:, None, None], model.conditioner.unconditional(cond), cond)
+    return masked, model.codec.heads(model.codec(masked.codes, codec_cond, masked.attention))
+
+
 def tts_losses(model: TtsModel, batch: TtsBatch, options: TtsTrainOptions, rng: np.random.Generator) -> dict[str,
                                                                                                           Tensor]:
     """Every loss term of one batch (``total`` included)."""
@@ -425,9 +433,7 @@ def tts_losses(model: TtsModel, batch: TtsBatch, options: TtsTrainOptions, rng: 
     duration = F.mse_loss(log_durations[phoneme_valid], torch.log1p(batch.durations.float())[phoneme_valid])
     frames = batch.codes.shape[2]
     cond, _ = model.condition(h, batch.durations, batch.voice, frames)
-    masked = masked_inputs(batch.codes, batch.frame_lengths, options.masking, model.config, rng)
-    codec_cond = torch.where(masked.uncond[:, None, None], model.conditioner.unconditional(cond), cond)
-    logits = model.codec.heads(model.codec(masked.codes, codec_cond, masked.attention))  # [B, K, F, V]
+    masked, logits = _masked_logits(model, batch, cond, options.masking, rng)
     stage, stage_accuracy = _masked_ce(logits, batch.codes, masked.stage_target)
     later, _ = _masked_ce(logits, batch.codes, masked.later_target)
     losses = {"duration": duration, "stage": stage, "later": later, "stage_accuracy": stage_accuracy}
@@ -450,6 +456,11 @@ def _lr(options: TtsTrainOptions, step: int) -> float:
     return options.lr * (options.min_lr_ratio + (1 - options.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _dev_batches(count: int, size: int = 8) -> list[list[int]]:
+    """Rows ``0..count-1`` in batches of ``size``, in order (dev evaluation)."""
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
 @torch.no_grad()
 def evaluate(model: TtsModel, cache: TokenCache, options: TtsTrainOptions) -> dict[str, float]:
     """Mean dev losses over the first ``eval_utterances``.
@@ -464,8 +475,7 @@ def evaluate(model: TtsModel, cache: TokenCache, options: TtsTrainOptions) -> di
     options = replace(options, masking=MaskingOptions())
     rng = np.random.default_rng([options.seed, 99])
     totals: dict[str, float] = {}
-    batches = [list(range(i, min(i + 8, count))) for i in range(0, count, 8)]
-    for rows in batches:
+    for rows in _dev_batches(count):
         for name, value in tts_losses(model, make_batch(cache, rows), options, rng).items():
             totals[name] = totals.get(name, 0.0) + float(value) * len(rows)
     model.train()
@@ -483,7 +493,7 @@ def stage_losses(model: TtsModel, cache: TokenCache, count: int, seed: int = 0) 
     """
     count = min(count, len(cache))
     codebooks = model.config.num_codebooks
-    batches = [list(range(i, min(i + 8, count))) for i in range(0, count, 8)]
+    batches = _dev_batches(count)
     was_training = model.training
     model.eval()
     results = []
@@ -497,8 +507,7 @@ def stage_losses(model: TtsModel, cache: TokenCache, count: int, seed: int = 0) 
             batch = make_batch(cache, rows)
             h, _ = model.encode_text(batch.phonemes, batch.voice, batch.phoneme_lengths)
             cond, _ = model.condition(h, batch.durations, batch.voice, batch.codes.shape[2])
-            masked = masked_inputs(batch.codes, batch.frame_lengths, options, model.config, rng)
-            logits = model.codec.heads(model.codec(masked.codes, cond, masked.attention))
+            masked, logits = _masked_logits(model, batch, cond, options, rng)
             selected, target = logits[masked.stage_target], batch.codes[masked.stage_target]
             loss_sum += float(F.cross_entropy(selected, target, reduction="sum"))
             correct += float((selected.argmax(-1) == target).sum())
