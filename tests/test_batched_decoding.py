@@ -16,9 +16,11 @@ import torch
 from tokenspeech.decoding import calls
 from tokenspeech.decoding.calls import Call
 from tokenspeech.models.transformer import (
+    BufferPass,
     Transformer,
     TransformerConfig,
     empty_cache,
+    kv_buffer,
     rotary_row_tables,
     rotary_tables,
     stack_caches,
@@ -88,6 +90,40 @@ def test_step_rows_equals_step_on_each_stream_alone(causal: bool) -> None:
                 torch.testing.assert_close(got.value, want.value, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_step_into_buffers_equals_step_on_each_stream_alone_and_writes_only_its_new_positions(causal: bool) -> None:
+    torch.manual_seed(0)
+    config = TransformerConfig(dim=16, heads=2, layers=2, dropout=0.0, causal=causal)
+    transformer = Transformer(config).eval()
+    pasts, lengths, capacity = [0, 3, 7], [4, 2, 4], 12
+    histories = [torch.randn(1, past, 16) for past in pasts]
+    x = torch.randn(3, 4, 16)
+    with torch.no_grad():
+        buffers = [kv_buffer(config, 1, capacity) for _ in pasts]
+        for buffer, history, past in zip(buffers, histories, pasts):  # each stream's own history, in its buffer
+            transformer.step_into(history, [BufferPass(buffer, 0, past)])
+        untouched = [buffer.key[..., past + length:, :].clone() for buffer, past, length in zip(buffers, pasts, lengths)]
+        out = transformer.step_into(x, [BufferPass(b, p, n) for b, p, n in zip(buffers, pasts, lengths)])
+        for row, (buffer, history, past, length) in enumerate(zip(buffers, histories, pasts, lengths)):
+            _, own = transformer.step(history, empty_cache(config, 1)) if past else (None, empty_cache(config, 1))
+            alone, alone_cache = transformer.step(x[row:row + 1, :length], own)
+            torch.testing.assert_close(out[row:row + 1, :length], alone, atol=1e-5, rtol=1e-5)
+            for layer, want in enumerate(alone_cache):
+                torch.testing.assert_close(buffer.key[layer, :, :, :past + length], want.key, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(buffer.value[layer, :, :, :past + length], want.value, atol=1e-5,
+                                           rtol=1e-5)
+            assert torch.equal(buffer.key[..., past + length:, :], untouched[row])
+
+
+def test_step_into_refuses_a_pass_that_does_not_fit_its_buffer() -> None:
+    config = TransformerConfig(dim=16, heads=2, layers=1, dropout=0.0, causal=False)
+    transformer = Transformer(config).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match="does not fit a buffer of 6"):
+        transformer.step_into(torch.randn(1, 4, 16), [BufferPass(kv_buffer(config, 1, 6), 3, 4)])
+    with torch.no_grad(), pytest.raises(ValueError, match="the streams hold 1 rows, the input 2"):
+        transformer.step_into(torch.randn(2, 4, 16), [BufferPass(kv_buffer(config, 1, 6), 0, 4)])
+
+
 def test_batched_conditioning_has_each_sentence_durations_and_frames(synth: Synthesizer) -> None:
     sentences = [synth.sentences(text)[0] for text in TEXTS]
     requests = [Call(synth.backend.condition, (s.ids, i % 3, 1.0)) for i, s in enumerate(sentences)]
@@ -115,11 +151,13 @@ def test_block_passes_asking_for_different_codebooks_share_one_pass_and_get_thei
                 Call(blocks.block_logits, (tokens[2], 4, (0,), states[2], False))]
     assert len(calls.group_calls(requests)) == 1
     for request, (logits, state) in zip(requests, calls.run_batch(requests)):
-        alone_logits, alone_state = request.run()
+        written = state.cache.buffer.key.clone()  # the batched pass wrote its keys after the committed ones
+        alone_logits, alone_state = request.run()  # rewrites the same positions of the same buffer
         assert logits.shape == alone_logits.shape
         np.testing.assert_allclose(logits, alone_logits, atol=1e-4, rtol=1e-4)
-        for got, want in zip(state.pending.cache, alone_state.pending.cache):
-            torch.testing.assert_close(got.key, want.key, atol=1e-5, rtol=1e-5)
+        assert alone_state.cache.buffer is state.cache.buffer and state.pending.start == alone_state.pending.start
+        end = state.cache.length + request.args[0].shape[2]
+        torch.testing.assert_close(written[..., :end, :], state.cache.buffer.key[..., :end, :], atol=1e-5, rtol=1e-5)
 
 
 def _sessions(decoders: list[str], guidance: float = 0.0) -> list[tuple[str, SynthesisOptions]]:

@@ -130,7 +130,7 @@ def test_block_causal_training_pass_equals_cached_blockwise_inference() -> None:
         logits, state = blocks.block_logits(piece, start, [0, 1, 2], state)
         np.testing.assert_allclose(logits, full[:, :, start:start + block].numpy(), atol=1e-4, rtol=1e-4)
         state = blocks.commit(piece, start, state)
-        assert state.cache[0].length == min(start + block, frames)
+        assert state.cache.length == min(start + block, frames)
 
 
 def test_ar_greedy_with_kv_cache_equals_full_recompute() -> None:

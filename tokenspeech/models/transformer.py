@@ -95,6 +95,54 @@ def unstack_cache(cache: list[LayerCache], rows: slice, past: int, length: int, 
     return [LayerCache(own(layer.key), own(layer.value)) for layer in cache]
 
 
+@dataclass(frozen=True)
+class KVBuffer:
+    """Keys and values of one stream's past for every layer, preallocated: ``[L, B, H, C, Dh]`` each.
+
+    :meth:`Transformer.step_into` writes a pass's new positions into the
+    buffer in place and attends over a view of it, so a cached pass copies
+    only its new keys and values. With :class:`LayerCache` every pass copies
+    the whole past (``torch.cat``), and a batched pass of concurrent streams
+    copies it twice more (:func:`stack_caches`, :func:`unstack_cache`): a
+    third of a batched semi-AR block pass of 16 streams (docs/serving.md,
+    session 16). The price is that the buffer is linear state: a pass may
+    rewrite positions after the committed ones only, so one buffer serves one
+    line of passes, never two branches of it.
+    """
+
+    key: Tensor
+    value: Tensor
+
+    @property
+    def capacity(self) -> int:
+        return self.key.shape[3]
+
+    @property
+    def rows(self) -> int:
+        return self.key.shape[1]
+
+
+def kv_buffer(config: TransformerConfig, batch: int, capacity: int, device: torch.device | None = None,
+              dtype: torch.dtype = torch.float32) -> KVBuffer:
+    """An empty buffer for ``capacity`` positions of ``batch`` rows."""
+    shape = (config.layers, batch, config.heads, capacity, config.dim // config.heads)
+    return KVBuffer(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+
+@dataclass(frozen=True)
+class BufferPass:
+    """One stream's part of a :meth:`Transformer.step_into` pass.
+
+    Its rows of the batch attend to ``past`` committed positions of
+    ``buffer`` and to the first ``length`` new positions (the rest of the
+    batch's ``S`` are padding), which are written at ``past .. past + length - 1``.
+    """
+
+    buffer: KVBuffer
+    past: int
+    length: int
+
+
 Rope = tuple[Tensor, Tensor]  # cos, sin ``[S, Dh / 2]`` of positions ``offset .. offset + S - 1``
 
 
@@ -168,6 +216,26 @@ class SelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(batch, length, dim)
         return self.out(y), LayerCache(k, v)
 
+    def forward_into(self, x: Tensor, layer: int, streams: Sequence[BufferPass], masks: Sequence[Tensor | None],
+                     rope: Rope) -> Tensor:
+        """``x [B, S, D]`` of the streams stacked in order: write each one's new keys and values into
+        layer ``layer`` of its buffer, then attend over its past and its real new positions (padding rows get 0)."""
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        rope = (rope[0].to(q.dtype), rope[1].to(q.dtype))
+        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+        y = q.new_zeros(q.shape)
+        start = 0
+        for stream, mask in zip(streams, masks):
+            rows, new, end = slice(start, start + stream.buffer.rows), stream.length, stream.past + stream.length
+            start = rows.stop
+            keys, values = stream.buffer.key[layer], stream.buffer.value[layer]
+            keys[:, :, stream.past:end] = k[rows, :, :new]
+            values[:, :, stream.past:end] = v[rows, :, :new]
+            y[rows, :, :new] = F.scaled_dot_product_attention(q[rows, :, :new], keys[:, :, :end], values[:, :, :end],
+                                                              attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+
 
 class CrossAttention(nn.Module):
     """Attention from the sequence to a memory (e.g. encoder output), no positions."""
@@ -217,6 +285,12 @@ class TransformerBlock(nn.Module):
             x = x + self.drop(self.cross(self.norm_cross(x), memory_kv, memory_mask))
         x = x + self.drop(self.ff(self.norm2(x)))
         return x, new_cache
+
+    def forward_into(self, x: Tensor, layer: int, streams: Sequence[BufferPass], masks: Sequence[Tensor | None],
+                     rope: Rope) -> Tensor:
+        """:meth:`forward` with :meth:`SelfAttention.forward_into` (no cross-attention)."""
+        x = x + self.drop(self.attention.forward_into(self.norm1(x), layer, streams, masks, rope))
+        return x + self.drop(self.ff(self.norm2(x)))
 
 
 def attention_mask(lengths: Tensor | None, length: int, causal: bool, past: int = 0) -> Tensor | None:
@@ -313,3 +387,25 @@ class Transformer(nn.Module):
             x, layer_cache = block(x, mask, layer_cache, None, None, rope)
             new_cache.append(layer_cache)
         return self.norm(x), new_cache
+
+    def step_into(self, x: Tensor, streams: Sequence[BufferPass]) -> Tensor:
+        """:meth:`step_rows` over preallocated buffers (:class:`KVBuffer`): new positions ``x [B, S, D]`` of the
+        ``streams`` stacked in order -> ``[B, S, D]``; each stream's new keys and values are written into its buffer.
+
+        Row by row the same arithmetic as :meth:`step` on that stream alone
+        (equal to float rounding), without copying any past. Padding
+        positions (past a stream's ``length``) give unspecified outputs.
+        """
+        if sum(stream.buffer.rows for stream in streams) != x.shape[0]:
+            raise ValueError(f"the streams hold {sum(s.buffer.rows for s in streams)} rows, the input {x.shape[0]}")
+        for stream in streams:
+            if not 0 <= stream.length <= x.shape[1] or stream.past + stream.length > stream.buffer.capacity:
+                raise ValueError(f"a pass of {stream.length} positions after {stream.past} does not fit a buffer "
+                                 f"of {stream.buffer.capacity} (input: {x.shape[1]} positions)")
+        masks = [attention_mask(None, s.length, True, s.past) if self.config.causal and s.length > 1 else None
+                 for s in streams]
+        past = torch.tensor([s.past for s in streams for _ in range(s.buffer.rows)], device=x.device)
+        rope = rotary_row_tables(x.shape[1], self.config.dim // self.config.heads, past)
+        for layer, block in enumerate(self.blocks):
+            x = block.forward_into(x, layer, streams, masks, rope)
+        return self.norm(x)

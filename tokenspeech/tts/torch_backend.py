@@ -1,7 +1,7 @@
 """PyTorch adapters from :class:`TtsModel` to the NumPy decoding protocols.
 
 - :class:`TorchMaskedModel`: :class:`tokenspeech.decoding.masked.MaskedModel` (whole sentence, full attention)
-- :class:`TorchBlockModel`: :class:`tokenspeech.decoding.semiar.BlockModel` (KV cache of committed blocks)
+- :class:`TorchBlockModel`: :class:`tokenspeech.decoding.semiar.BlockModel` (preallocated KV buffer of committed blocks)
 - :class:`TorchArStep`: :class:`tokenspeech.decoding.base.StepModel` for :class:`ARDecoder` (first codebook)
 
 State stays torch tensors (conditioning, caches); only tokens and logits
@@ -11,7 +11,8 @@ copies for contiguous arrays). ``MASK`` (-1) becomes the mask embedding ``V``.
 Each adapter is also a :class:`tokenspeech.decoding.calls.BatchedModel`: the
 passes of concurrent sessions (each with its own state) run as one pass over
 a padded batch, sentences padded to the longest with a key-padding mask,
-KV caches of different lengths through :meth:`Transformer.step_rows`.
+KV caches of different lengths through :meth:`Transformer.step_rows`
+(block passes: :meth:`Transformer.step_into` over each stream's own buffer).
 
 Axes: B batch, N phonemes, F frames, S new frames, K codebooks, G codebooks per pass, V codebook size, D dim.
 """
@@ -29,7 +30,16 @@ from torch import Tensor
 from tokenspeech.decoding.calls import Call, row_slices
 from tokenspeech.decoding.masked import MASK
 from tokenspeech.errors import ConfigError
-from tokenspeech.models.transformer import LayerCache, attention_mask, empty_cache, stack_caches, unstack_cache
+from tokenspeech.models.transformer import (
+    BufferPass,
+    KVBuffer,
+    LayerCache,
+    attention_mask,
+    empty_cache,
+    kv_buffer,
+    stack_caches,
+    unstack_cache,
+)
 from tokenspeech.models.tts import CodebookHeads, TtsModel, predicted_durations
 from tokenspeech.tts.backend import Conditioning
 
@@ -177,33 +187,45 @@ class TorchMaskedModel:
 
 
 @dataclass(frozen=True)
+class StreamCache:
+    """Committed context of one stream in a preallocated buffer: its first ``length`` positions."""
+
+    buffer: KVBuffer
+    length: int = 0
+
+
+@dataclass(frozen=True)
 class _Pending:
-    """The cache a block pass produced, kept until :meth:`TorchBlockModel.commit` may reuse it."""
+    """What the last block pass wrote after the committed positions, which :meth:`TorchBlockModel.commit` may keep."""
 
     start: int
     tokens: np.ndarray  # [B, K, S] the pass' input
-    cache: list[LayerCache]
 
 
 @dataclass(frozen=True)
 class BlockState:
-    """Committed context of one stream: KV caches (conditional and, with guidance, unconditional)."""
+    """Committed context of one stream: KV caches (conditional and, with guidance, unconditional).
+
+    The caches are buffers written in place (:class:`KVBuffer`): a state is
+    used once, by the next pass or commit of its stream, never forked.
+    """
 
     cond: Tensor  # [B, F, D]
     uncond: Tensor | None
-    cache: list[LayerCache]
-    uncond_cache: list[LayerCache] | None
+    cache: StreamCache
+    uncond_cache: StreamCache | None
     pending: _Pending | None = None
     pending_uncond: _Pending | None = None
 
 
 class TorchBlockModel:
-    """BlockModel over :class:`MaskedCodecTransformer`, cached with ``Transformer.step`` (non-causal).
+    """BlockModel over :class:`MaskedCodecTransformer`, cached with ``Transformer.step_into`` (non-causal).
 
     Committed blocks enter the context showing only their first
     ``config.context_codebooks`` codebooks (the rest masked), as in training.
-    When the last pass of a block had exactly that input, its cache is
-    reused, so committing costs no extra pass.
+    Every pass writes its keys and values after the committed positions of
+    the stream's buffer; when the last pass of a block had exactly the
+    committed view as input, committing keeps them and costs no extra pass.
     """
 
     def __init__(self, model: TtsModel) -> None:
@@ -211,29 +233,41 @@ class TorchBlockModel:
         self.config = model.config
 
     def prepare(self, cond: Tensor, guidance: bool = False) -> BlockState:
+        """A stream over the frames of ``cond [B, F, D]``: its buffers hold ``F`` positions."""
         transformer = self.model.codec.transformer.config
-        batch = cond.shape[0]
-        uncond = self.model.conditioner.unconditional(cond) if guidance else None
-        return BlockState(cond, uncond, empty_cache(transformer, batch, cond.device),
-                          empty_cache(transformer, batch, cond.device) if guidance else None)
+        batch, frames = cond.shape[0], cond.shape[1]
 
-    def _pass(self, tokens: np.ndarray, start: int, cond: Tensor,
-              cache: list[LayerCache]) -> tuple[Tensor, list[LayerCache]]:
+        def cache() -> StreamCache:
+            return StreamCache(kv_buffer(transformer, batch, frames, cond.device))
+
+        uncond = self.model.conditioner.unconditional(cond) if guidance else None
+        return BlockState(cond, uncond, cache(), cache() if guidance else None)
+
+    def _inputs(self, tokens: np.ndarray, start: int, cond: Tensor) -> Tensor:
         codes = _codes(tokens, self.config.mask_id)
-        x = self.model.codec.inputs(codes, cond[:, start:start + codes.shape[2]])
-        return self.model.codec.transformer.step(x, cache)
+        return self.model.codec.inputs(codes, cond[:, start:start + codes.shape[2]])
+
+    def _sides(self, state: BlockState, unconditional: bool) -> tuple[Tensor, StreamCache]:
+        if not unconditional:
+            return state.cond, state.cache
+        if state.uncond is None or state.uncond_cache is None:
+            raise RuntimeError("prepare the block state with guidance=True to use guidance")
+        return state.uncond, state.uncond_cache
+
+    @staticmethod
+    def _written(state: BlockState, pending: _Pending, unconditional: bool) -> BlockState:
+        return replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
 
     @torch.inference_mode()
     def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: BlockState,
                      unconditional: bool = False) -> tuple[np.ndarray, BlockState]:
-        if unconditional and state.uncond is None:
-            raise RuntimeError("prepare the block state with guidance=True to use guidance")
-        cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
-        hidden, new_cache = self._pass(tokens, start, cond, cache)
+        cond, cache = self._sides(state, unconditional)
+        length = tokens.shape[2]
+        hidden = self.model.codec.transformer.step_into(self._inputs(tokens, start, cond),
+                                                        [BufferPass(cache.buffer, cache.length, length)])
         logits = self.model.codec.heads(hidden, list(codebooks))
-        pending = _Pending(start, np.array(tokens, dtype=np.int64), new_cache)
-        state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
-        return logits.float().numpy(), state
+        return logits.float().numpy(), self._written(state, _Pending(start, np.array(tokens, dtype=np.int64)),
+                                                     unconditional)
 
     def batch_key(self, call: Call) -> Hashable | None:
         """Block passes of one network, whatever their positions, lengths and codebooks.
@@ -249,30 +283,23 @@ class TorchBlockModel:
 
     @torch.inference_mode()
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
-        """Every session's block over its own KV cache, as one :meth:`Transformer.step_rows` pass."""
+        """Every session's block over its own buffer, as one :meth:`Transformer.step_into` pass."""
         tokens = [call.args[0] for call in calls]
         frames = max(t.shape[2] for t in tokens)
-        conds, caches = [], []
+        conds, streams = [], []
         for tokens_, start, _, state, unconditional in (call.args for call in calls):
-            if unconditional and state.uncond is None:
-                raise RuntimeError("prepare the block state with guidance=True to use guidance")
-            cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
+            cond, cache = self._sides(state, unconditional)
             conds.append(cond[:, start:start + tokens_.shape[2]])
-            caches.append(cache)
-        cache, past = stack_caches(caches)
-        lengths = torch.tensor([t.shape[2] for t in tokens for _ in range(t.shape[0])])
+            streams.append(BufferPass(cache.buffer, cache.length, tokens_.shape[2]))
         x = self.model.codec.inputs(_padded_codes(tokens, frames, self.config.mask_id), _padded_frames(conds, frames))
-        hidden, new_cache = self.model.codec.transformer.step_rows(x, cache, past, lengths)
+        hidden = self.model.codec.transformer.step_into(x, streams)
         slices = row_slices(tokens)
         logits = self._logits_by_codebooks(hidden, slices, [tuple(call.args[2]) for call in calls])
         results = []
-        for rows, call, own, scores in zip(slices, calls, caches, logits):
+        for call, scores in zip(calls, logits):
             tokens_, start, _, state, unconditional = call.args
-            length = tokens_.shape[2]
-            pending = _Pending(start, np.array(tokens_, dtype=np.int64),
-                               unstack_cache(new_cache, rows, own[0].length, length, cache[0].length))
-            state = replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
-            results.append((scores[:, :, :length], state))
+            pending = _Pending(start, np.array(tokens_, dtype=np.int64))
+            results.append((scores[:, :, :tokens_.shape[2]], self._written(state, pending, unconditional)))
         return results
 
     def _logits_by_codebooks(self, hidden: Tensor, slices: Sequence[slice],
@@ -292,15 +319,18 @@ class TorchBlockModel:
         view = np.array(tokens, dtype=np.int64)
         view[:, self.config.context_codebooks:] = MASK
         cache = self._extend(view, start, state.cond, state.cache, state.pending)
-        uncond_cache = None if state.uncond is None else self._extend(view, start, state.uncond,
-                                                                      state.uncond_cache, state.pending_uncond)
+        uncond_cache = None if state.uncond is None or state.uncond_cache is None else \
+            self._extend(view, start, state.uncond, state.uncond_cache, state.pending_uncond)
         return BlockState(state.cond, state.uncond, cache, uncond_cache)
 
-    def _extend(self, view: np.ndarray, start: int, cond: Tensor, cache: list[LayerCache],
-                pending: _Pending | None) -> list[LayerCache]:
-        if pending is not None and pending.start == start and np.array_equal(pending.tokens, view):
-            return pending.cache
-        return self._pass(view, start, cond, cache)[1]
+    def _extend(self, view: np.ndarray, start: int, cond: Tensor, cache: StreamCache,
+                pending: _Pending | None) -> StreamCache:
+        """The cache with ``view`` committed: the last pass's keys kept when it had this input, else a new pass."""
+        length = view.shape[2]
+        if pending is None or pending.start != start or not np.array_equal(pending.tokens, view):
+            self.model.codec.transformer.step_into(self._inputs(view, start, cond),
+                                                   [BufferPass(cache.buffer, cache.length, length)])
+        return StreamCache(cache.buffer, cache.length + length)
 
 
 @dataclass(frozen=True)
