@@ -238,6 +238,47 @@ def test_without_patience_every_group_runs_every_turn() -> None:
     assert "tasks each" in worker.describe_calls()
 
 
+def after_bookkeeping(model: Keyed, log: list[str], bookkeeping: int = 1) -> Program[int]:
+    """``bookkeeping`` calls that cannot batch (like a semi-AR commit that reuses its cache), then passes a and b."""
+    value = 0
+    for _ in range(bookkeeping):
+        value = yield Call(lambda x: log.append("alone") or x, (value,))
+    value = yield Call(model.a, (value,))
+    log.append("a")
+    return (yield Call(model.b, (value,)))
+
+
+def test_a_call_that_cannot_batch_runs_first_and_its_task_joins_the_same_turn() -> None:
+    model, log = Keyed(), []
+    worker = Batcher("bookkeeping", max_batch=8, patience=0)
+    worker.start()
+    try:
+        results = _run_together(worker, [program(model, "ab") for _ in range(3)] + [after_bookkeeping(model, log)])
+    finally:
+        worker.stop(5)
+    assert results == [2, 2, 2, 2]
+    assert model.passes == [("a", 4), ("b", 4)]  # not ("a", 3), ("a", 1), ...: no turn lost to the bookkeeping
+    assert log == ["alone", "a"]
+
+
+def test_a_task_chaining_calls_that_cannot_batch_does_not_hold_up_the_others() -> None:
+    from tokenspeech.serving.batcher import ALONE_ROUNDS
+
+    model, log = Keyed(), []
+    worker = Batcher("chain", max_batch=8, patience=0)
+    worker.start()
+    try:
+        results = _run_together(worker, [program(model, "a", log, "crowd") for _ in range(3)]
+                                + [after_bookkeeping(model, log, bookkeeping=3 * ALONE_ROUNDS)])
+    finally:
+        worker.stop(5)
+    assert results == [1, 1, 1, 2]
+    # the crowd's pass ran in the first turn, after a bounded chain: the rounds run first, then one more
+    # call that cannot batch runs in the turn's groups (which put such calls first)
+    assert log.index("crowd") == ALONE_ROUNDS + 1
+    assert log.count("alone") == 3 * ALONE_ROUNDS
+
+
 def test_a_waiting_group_runs_after_patience_turns_even_if_the_crowd_never_comes() -> None:
     model, log = Keyed(), []
     worker = Batcher("starve", max_batch=8, patience=2)

@@ -15,6 +15,11 @@ gets its own slice of the result. So concurrent sessions advance in
 lockstep through shared passes, sessions joining and leaving between turns.
 ``max_batch = 1`` runs one task at a time: the unbatched baseline.
 
+Calls that cannot batch (no batch key) run first in a turn, before the
+grouping, and their tasks' next calls join the same turn's groups: such a
+call is usually bookkeeping (a semi-AR commit that keeps its cache) that
+would otherwise cost its stream a whole turn per block.
+
 Which groups run in a turn: with ``patience = 0`` every group. With
 ``patience > 0`` the largest batchable group runs and a smaller batchable
 group waits until one of its tasks has waited ``patience`` turns, so that
@@ -59,6 +64,8 @@ from tokenspeech.decoding.calls import Call, Program
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+ALONE_ROUNDS = 4  # calls that cannot batch which one task may chain before a turn's batched passes
 
 
 class Pause:
@@ -296,6 +303,8 @@ class Batcher:
     def _turn(self, flight: list[_Task]) -> None:
         """Run the pending calls of the tasks in flight, batched (see the module notes for which wait), and
         resume each task that ran with its outcome."""
+        self._run_alone_first(flight)
+        flight = [task for task in flight if task.call is not None]
         waiting = [task.call for task in flight]
         for group in self._due(flight, calls.group_calls(waiting)):
             self.steps_run += 1
@@ -305,6 +314,29 @@ class Batcher:
             self._count(waiting[group[0]], len(group), time.perf_counter() - started)
             for index, outcome in zip(group, outcomes):
                 self._resume(flight[index], outcome)
+
+    def _run_alone_first(self, flight: list[_Task]) -> None:
+        """Run the calls that cannot batch before grouping, so the next call of each of their tasks joins
+        this turn's batched passes instead of waiting for the next turn.
+
+        Such calls are mostly bookkeeping: a semi-AR commit that keeps its
+        last pass's cache runs no network, yet as a turn of its own it put
+        a seventh turn before a stream's first audio chunk (condition, three
+        first-codebook passes, the fine pass, commit, codec step) and a sixth
+        into every later block. ``ALONE_ROUNDS`` bounds how many such calls
+        one task may chain in a turn.
+        """
+        for _ in range(ALONE_ROUNDS):
+            alone = [task for task in flight if task.call is not None and calls.batch_key(task.call) is None]
+            if not alone:
+                return
+            for task in alone:
+                call = task.call
+                self.steps_run += 1
+                started = time.perf_counter()
+                outcome = calls.run_group([call])[0]
+                self._count(call, 1, time.perf_counter() - started)
+                self._resume(task, outcome)
 
     def _count(self, call: Call, tasks: int, seconds: float) -> None:
         kind = getattr(call.method, "__qualname__", type(call.method).__name__)
