@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""In-process load on the server's batcher: where a batched worker's time goes, without gRPC.
+
+``--streams`` client threads each run streaming syntheses back to back
+(the same four texts as ``bench/grpc_load.py``) through one
+:class:`tokenspeech.serving.batcher.Batcher`, the worker the server runs
+per model; a batched worker (``--max-batch``) and a batch-1 worker take
+turns ``--repeats`` times (batched, 1, 1, batched, ...), so a drift of the
+machine's speed hits both alike. For each it prints the audio seconds
+served per wall second and, by kind of model call, how many calls ran,
+how many tasks each served and the milliseconds per task: the figures that
+say whether a change made passes cheaper or fuller. No gRPC, no event loop,
+no client process: the difference to ``bench/grpc_load.py`` is the
+serving overhead.
+
+Usage:
+  .venv/bin/python bench/batcher_load.py --threads 2 --streams 16 --seconds 15 --repeats 2
+  .venv/bin/python bench/batcher_load.py --random tiny --streams 3 --seconds 2 --repeats 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from _common import fail, markdown_table
+from grpc_load import TEXTS
+from random_models import SIZES, save_random_models
+
+from tokenspeech.decoding import calls
+from tokenspeech.decoding.calls import Program
+from tokenspeech.serving.batcher import Batcher
+from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE
+from tokenspeech.tts.pipeline import AudioChunk, SynthesisOptions, Synthesizer
+
+
+@dataclass(frozen=True)
+class Round:
+    max_batch: int
+    audio_seconds: float
+    wall_seconds: float
+    calls: dict[str, tuple[int, int, float]]  # kind -> (calls, tasks, seconds)
+
+    @property
+    def throughput(self) -> float:
+        return self.audio_seconds / self.wall_seconds
+
+
+def _consume(program: Program[None]) -> Program[float]:
+    """The stream's audio seconds; its chunks are dropped as a reader that keeps up would take them."""
+    seconds = 0.0
+    outputs = calls.Outputs(program)
+    while (item := (yield from outputs.next())) is not calls.END:
+        if isinstance(item, AudioChunk):
+            seconds += len(item.audio) / item.sample_rate
+    return seconds
+
+
+def run_round(synth: Synthesizer, options: SynthesisOptions, max_batch: int, patience: int, streams: int,
+              seconds: float, warmup: float) -> Round:
+    """``streams`` closed-loop clients for ``warmup + seconds``; only syntheses ending in the last ``seconds`` count."""
+    worker = Batcher("tts", max_batch=max_batch, patience=patience)
+    worker.start()
+    lock = threading.Lock()
+    served = [0.0]
+    window: list[float] = []  # [start, stop] of the counted window, once the warm-up is over
+
+    def client(index: int) -> None:
+        call = 0
+        while True:
+            text = TEXTS[(index + call) % len(TEXTS)]
+            audio = worker.submit_program(_consume(synth.stream_program(text, options))).result(120)
+            now = time.perf_counter()
+            if window and now >= window[1]:
+                return
+            if window:
+                with lock:
+                    served[0] += audio
+            call += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    time.sleep(warmup)
+    worker.call_stats.clear()
+    start = time.perf_counter()
+    window.extend([start, start + seconds])
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    stats = {kind: (s.calls, s.tasks, s.seconds) for kind, s in worker.call_stats.items()}
+    worker.stop(10)
+    return Round(max_batch, served[0], wall, stats)
+
+
+def describe(rounds: list[Round]) -> str:
+    """One table row per (max batch, kind): pooled over the repeats."""
+    rows = []
+    for max_batch in sorted({r.max_batch for r in rounds}, reverse=True):
+        mine = [r for r in rounds if r.max_batch == max_batch]
+        audio, wall = sum(r.audio_seconds for r in mine), sum(r.wall_seconds for r in mine)
+        kinds: dict[str, list[float]] = {}
+        for r in mine:
+            for kind, (n, tasks, secs) in r.calls.items():
+                total = kinds.setdefault(kind, [0, 0, 0.0])
+                total[0] += n
+                total[1] += tasks
+                total[2] += secs
+        for kind, (n, tasks, secs) in sorted(kinds.items(), key=lambda item: -item[1][2]):
+            rows.append([str(max_batch), f"{audio / wall:.2f}", kind, str(int(n)), f"{tasks / n:.1f}",
+                         f"{1000 * secs / tasks:.2f}", f"{secs:.1f}"])
+    return markdown_table(["max batch", "audio-s/s", "call", "calls", "tasks each", "ms per task", "seconds"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tts", type=Path, help="TTS model (default: shipped)")
+    parser.add_argument("--random", choices=sorted(SIZES), help="random models of this size instead")
+    parser.add_argument("--decoder", default="semiar", help="TTS decoder (semiar streams block by block)")
+    parser.add_argument("--threads", type=int, default=2, help="torch compute threads")
+    parser.add_argument("--streams", type=int, default=16, help="concurrent client threads")
+    parser.add_argument("--max-batch", type=int, default=16, help="batch size compared with 1")
+    parser.add_argument("--patience", type=int, default=DEFAULT_BATCH_PATIENCE, help="the batcher's patience")
+    parser.add_argument("--seconds", type=float, default=15.0, help="counted seconds per round")
+    parser.add_argument("--warmup", type=float, default=3.0, help="uncounted seconds before each round's count")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds per batch size, alternating")
+    args = parser.parse_args(argv)
+    if min(args.threads, args.streams, args.max_batch, args.repeats) < 1 or args.seconds <= 0 or args.warmup < 0:
+        fail("--threads, --streams, --max-batch and --repeats must be >= 1, --seconds > 0, --warmup >= 0")
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.random:
+            synth = Synthesizer.load(save_random_models(args.random, Path(scratch)).tts)
+        else:
+            synth = Synthesizer.load(args.tts)
+        options = SynthesisOptions(decoder=args.decoder)
+        list(synth.stream(TEXTS[0], options))  # first-call costs out of the way
+        order = [args.max_batch, 1, 1, args.max_batch] * args.repeats
+        rounds = []
+        for max_batch in order[:2 * args.repeats]:
+            rounds.append(run_round(synth, options, max_batch, args.patience, args.streams, args.seconds,
+                                    args.warmup))
+            print(f"max batch {max_batch}: {rounds[-1].throughput:.2f} audio-s/s", file=sys.stderr)
+    print(describe(rounds))
+    batched = sum(r.audio_seconds for r in rounds if r.max_batch == args.max_batch) / \
+        sum(r.wall_seconds for r in rounds if r.max_batch == args.max_batch)
+    alone = sum(r.audio_seconds for r in rounds if r.max_batch == 1) / \
+        sum(r.wall_seconds for r in rounds if r.max_batch == 1)
+    print(f"\nSynthesis throughput, max batch {args.max_batch} over 1: **{batched / alone:.2f}x** "
+          f"({batched:.2f} vs {alone:.2f} audio-s/s, {args.repeats} alternating repeat(s))")
+
+
+if __name__ == "__main__":
+    main()
