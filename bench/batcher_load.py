@@ -13,8 +13,14 @@ say whether a change made passes cheaper or fuller. No gRPC, no event loop,
 no client process: the difference to ``bench/grpc_load.py`` is the
 serving overhead.
 
+``--block-pass`` instead times one batched semi-AR block pass of
+``--streams`` sessions whose committed contexts range over 0-11 blocks of 16
+frames (a quarter of them at the fine pass), and the same pass of one
+session alone: the figure for changes to the cached transformer pass.
+
 Usage:
   .venv/bin/python bench/batcher_load.py --threads 2 --streams 16 --seconds 15 --repeats 2
+  .venv/bin/python bench/batcher_load.py --threads 2 --streams 16 --block-pass
   .venv/bin/python bench/batcher_load.py --random tiny --streams 3 --seconds 2 --repeats 1   # smoke run
 """
 
@@ -28,13 +34,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import fail, markdown_table
 from grpc_load import TEXTS
 from random_models import SIZES, save_random_models
 
 from tokenspeech.decoding import calls
-from tokenspeech.decoding.calls import Program
+from tokenspeech.decoding.calls import Call, Program
+from tokenspeech.decoding.masked import MASK
 from tokenspeech.serving.batcher import Batcher
 from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE
 from tokenspeech.tts.pipeline import AudioChunk, SynthesisOptions, Synthesizer
@@ -99,6 +107,30 @@ def run_round(synth: Synthesizer, options: SynthesisOptions, max_batch: int, pat
     return Round(max_batch, served[0], wall, stats)
 
 
+def time_block_pass(synth: Synthesizer, sessions: int, repeats: int = 20, block: int = 16) -> float:
+    """Seconds per batched block pass of ``sessions`` sessions with committed contexts of 0-11 blocks."""
+    model = synth.backend.blocks()
+    codebooks, dim = synth.backend.num_codebooks, model.config.dim
+    rng = np.random.default_rng(0)
+    requests = []
+    for index in range(sessions):
+        state = model.prepare(torch.randn(1, 12 * block + block, dim))
+        past = int(rng.integers(0, 12)) * block
+        if past:
+            context = rng.integers(0, model.config.codebook_size, (1, codebooks, past))
+            state = model.commit(context, 0, state)
+        tokens = np.full((1, codebooks, block), MASK)
+        tokens[:, 0, :block // 2] = rng.integers(0, model.config.codebook_size, block // 2)
+        wanted = tuple(range(1, codebooks)) if index % 4 == 0 else (0,)
+        requests.append(Call(model.block_logits, (tokens, past, wanted, state, False)))
+    for _ in range(3):
+        calls.run_batch(requests)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        calls.run_batch(requests)
+    return (time.perf_counter() - started) / repeats
+
+
 def describe(rounds: list[Round]) -> str:
     """One table row per (max batch, kind): pooled over the repeats."""
     rows = []
@@ -130,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="counted seconds per round")
     parser.add_argument("--warmup", type=float, default=3.0, help="uncounted seconds before each round's count")
     parser.add_argument("--repeats", type=int, default=2, help="rounds per batch size, alternating")
+    parser.add_argument("--block-pass", action="store_true", help="time one batched block pass instead of a load")
     args = parser.parse_args(argv)
     if min(args.threads, args.streams, args.max_batch, args.repeats) < 1 or args.seconds <= 0 or args.warmup < 0:
         fail("--threads, --streams, --max-batch and --repeats must be >= 1, --seconds > 0, --warmup >= 0")
@@ -139,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
             synth = Synthesizer.load(save_random_models(args.random, Path(scratch)).tts)
         else:
             synth = Synthesizer.load(args.tts)
+        if args.block_pass:
+            batched, alone = time_block_pass(synth, args.streams), time_block_pass(synth, 1)
+            print(f"block pass of {args.streams} sessions: {1000 * batched:.1f} ms ({1000 * batched / args.streams:.2f} "
+                  f"ms per session); one session alone: {1000 * alone:.2f} ms")
+            return
         options = SynthesisOptions(decoder=args.decoder)
         list(synth.stream(TEXTS[0], options))  # first-call costs out of the way
         order = [args.max_batch, 1, 1, args.max_batch] * args.repeats
