@@ -72,24 +72,27 @@ def _consume(program: Program[None]) -> Program[float]:
 
 def run_round(synth: Synthesizer, options: SynthesisOptions, max_batch: int, patience: int, streams: int,
               seconds: float, warmup: float) -> Round:
-    """``streams`` closed-loop clients for ``warmup + seconds``; only syntheses ending in the last ``seconds`` count."""
+    """``streams`` closed-loop clients; after ``warmup`` seconds, the syntheses they start in the next
+    ``seconds`` count, over the wall time until the last of them ends (as ``bench/grpc_load.py`` counts)."""
     worker = Batcher("tts", max_batch=max_batch, patience=patience)
     worker.start()
     lock = threading.Lock()
-    served = [0.0]
+    served, last_end = [0.0], [0.0]
     window: list[float] = []  # [start, stop] of the counted window, once the warm-up is over
 
     def client(index: int) -> None:
         call = 0
         while True:
+            started = time.perf_counter()
+            if window and started >= window[1]:
+                return
+            counted = bool(window)
             text = TEXTS[(index + call) % len(TEXTS)]
             audio = worker.submit_program(_consume(synth.stream_program(text, options))).result(120)
-            now = time.perf_counter()
-            if window and now >= window[1]:
-                return
-            if window:
+            if counted:
                 with lock:
                     served[0] += audio
+                    last_end[0] = max(last_end[0], time.perf_counter())
             call += 1
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(streams)]
@@ -101,10 +104,9 @@ def run_round(synth: Synthesizer, options: SynthesisOptions, max_batch: int, pat
     window.extend([start, start + seconds])
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
     stats = {kind: (s.calls, s.tasks, s.seconds) for kind, s in worker.call_stats.items()}
     worker.stop(10)
-    return Round(max_batch, served[0], wall, stats)
+    return Round(max_batch, served[0], last_end[0] - start if last_end[0] else seconds, stats)
 
 
 def time_block_pass(synth: Synthesizer, sessions: int, repeats: int = 20, block: int = 16) -> float:
