@@ -133,12 +133,18 @@ def time_block_pass(synth: Synthesizer, sessions: int, repeats: int = 20, block:
     return (time.perf_counter() - started) / repeats
 
 
+def pooled_throughput(rounds: list[Round], max_batch: int) -> float:
+    """Audio seconds per wall second of the rounds at ``max_batch``, pooled over the repeats."""
+    mine = [r for r in rounds if r.max_batch == max_batch]
+    return sum(r.audio_seconds for r in mine) / sum(r.wall_seconds for r in mine)
+
+
 def describe(rounds: list[Round]) -> str:
     """One table row per (max batch, kind): pooled over the repeats."""
     rows = []
     for max_batch in sorted({r.max_batch for r in rounds}, reverse=True):
         mine = [r for r in rounds if r.max_batch == max_batch]
-        audio, wall = sum(r.audio_seconds for r in mine), sum(r.wall_seconds for r in mine)
+        throughput = pooled_throughput(rounds, max_batch)
         kinds: dict[str, list[float]] = {}
         for r in mine:
             for kind, (n, tasks, secs) in r.calls.items():
@@ -147,7 +153,7 @@ def describe(rounds: list[Round]) -> str:
                 total[1] += tasks
                 total[2] += secs
         for kind, (n, tasks, secs) in sorted(kinds.items(), key=lambda item: -item[1][2]):
-            rows.append([str(max_batch), f"{audio / wall:.2f}", kind, str(int(n)), f"{tasks / n:.1f}",
+            rows.append([str(max_batch), f"{throughput:.2f}", kind, str(int(n)), f"{tasks / n:.1f}",
                          f"{1000 * secs / tasks:.2f}", f"{secs:.1f}"])
     return markdown_table(["max batch", "audio-s/s", "call", "calls", "tasks each", "ms per task", "seconds"], rows)
 
@@ -181,17 +187,14 @@ def main(argv: list[str] | None = None) -> None:
             return
         options = SynthesisOptions(decoder=args.decoder)
         list(synth.stream(TEXTS[0], options))  # first-call costs out of the way
-        order = [args.max_batch, 1, 1, args.max_batch] * args.repeats
         rounds = []
-        for max_batch in order[:2 * args.repeats]:
-            rounds.append(run_round(synth, options, max_batch, args.patience, args.streams, args.seconds,
-                                    args.warmup))
-            print(f"max batch {max_batch}: {rounds[-1].throughput:.2f} audio-s/s", file=sys.stderr)
+        for repeat in range(args.repeats):  # batched, 1, 1, batched, ...: a drift of the machine hits both alike
+            for max_batch in (args.max_batch, 1) if repeat % 2 == 0 else (1, args.max_batch):
+                rounds.append(run_round(synth, options, max_batch, args.patience, args.streams, args.seconds,
+                                        args.warmup))
+                print(f"max batch {max_batch}: {rounds[-1].throughput:.2f} audio-s/s", file=sys.stderr)
     print(describe(rounds))
-    batched = sum(r.audio_seconds for r in rounds if r.max_batch == args.max_batch) / \
-        sum(r.wall_seconds for r in rounds if r.max_batch == args.max_batch)
-    alone = sum(r.audio_seconds for r in rounds if r.max_batch == 1) / \
-        sum(r.wall_seconds for r in rounds if r.max_batch == 1)
+    batched, alone = pooled_throughput(rounds, args.max_batch), pooled_throughput(rounds, 1)
     print(f"\nSynthesis throughput, max batch {args.max_batch} over 1: **{batched / alone:.2f}x** "
           f"({batched:.2f} vs {alone:.2f} audio-s/s, {args.repeats} alternating repeat(s))")
 

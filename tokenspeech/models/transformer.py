@@ -195,6 +195,13 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.dim, config.dim)
         self.dropout = config.dropout
 
+    def _rotated_qkv(self, x: Tensor, rope: Rope) -> tuple[Tensor, Tensor, Tensor]:
+        """``x [B, S, D]`` -> queries and keys rotated by ``rope``, and values: ``[B, H, S, Dh]`` each."""
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        rope = (rope[0].to(q.dtype), rope[1].to(q.dtype))  # float32 tables, rounded like q (autocast)
+        return apply_rotary(q, rope), apply_rotary(k, rope), v
+
     def forward(self, x: Tensor, mask: Tensor | None, cache: LayerCache | None,
                 rope: Rope | None = None) -> tuple[Tensor, LayerCache]:
         """``x [B, S, D]``; ``mask [B or 1, 1, S, P+S]`` bool (True = may attend) or None.
@@ -202,12 +209,10 @@ class SelfAttention(nn.Module):
         ``rope``: the rotary tables of these positions (:func:`rotary_tables`), made here when not given.
         """
         batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         if rope is None:
             offset = 0 if cache is None else cache.key.shape[2]
             rope = rotary_tables(length, dim // self.heads, offset, x.device)
-        rope = (rope[0].to(q.dtype), rope[1].to(q.dtype))  # float32 tables, rounded like q (autocast)
-        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+        q, k, v = self._rotated_qkv(x, rope)
         if cache is not None:
             k = torch.cat([cache.key, k], dim=2)
             v = torch.cat([cache.value, v], dim=2)
@@ -221,9 +226,7 @@ class SelfAttention(nn.Module):
         """``x [B, S, D]`` of the streams stacked in order: write each one's new keys and values into
         layer ``layer`` of its buffer, then attend over its past and its real new positions (padding rows get 0)."""
         batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        rope = (rope[0].to(q.dtype), rope[1].to(q.dtype))
-        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+        q, k, v = self._rotated_qkv(x, rope)
         y = q.new_zeros(q.shape)
         start = 0
         for stream, mask in zip(streams, masks):

@@ -307,13 +307,18 @@ class Batcher:
         flight = [task for task in flight if task.call is not None]
         waiting = [task.call for task in flight]
         for group in self._due(flight, calls.group_calls(waiting)):
-            self.steps_run += 1
-            self.largest_call = max(self.largest_call, len(group))
-            started = time.perf_counter()
-            outcomes = calls.run_group([waiting[i] for i in group])
-            self._count(waiting[group[0]], len(group), time.perf_counter() - started)
-            for index, outcome in zip(group, outcomes):
-                self._resume(flight[index], outcome)
+            self._run([flight[i] for i in group])
+
+    def _run(self, tasks: list[_Task]) -> None:
+        """Run the pending calls of ``tasks`` as one group, count it, and resume each task with its outcome."""
+        batch = [task.call for task in tasks]
+        self.steps_run += 1
+        self.largest_call = max(self.largest_call, len(batch))
+        started = time.perf_counter()
+        outcomes = calls.run_group(batch)
+        self._count(batch[0], len(batch), time.perf_counter() - started)
+        for task, outcome in zip(tasks, outcomes):
+            self._resume(task, outcome)
 
     def _run_alone_first(self, flight: list[_Task]) -> None:
         """Run the calls that cannot batch before grouping, so the next call of each of their tasks joins
@@ -331,12 +336,7 @@ class Batcher:
             if not alone:
                 return
             for task in alone:
-                call = task.call
-                self.steps_run += 1
-                started = time.perf_counter()
-                outcome = calls.run_group([call])[0]
-                self._count(call, 1, time.perf_counter() - started)
-                self._resume(task, outcome)
+                self._run([task])
 
     def _count(self, call: Call, tasks: int, seconds: float) -> None:
         kind = getattr(call.method, "__qualname__", type(call.method).__name__)
