@@ -150,6 +150,49 @@ def test_ar_greedy_with_kv_cache_equals_full_recompute() -> None:
     assert cached.tolist() == previous[1:]
 
 
+class _RecomputedArStep:
+    """The AR LM as a StepModel without any cache: every step runs the whole prefix (the reference)."""
+
+    def __init__(self, model: TtsModel) -> None:
+        self.model = model
+
+    def step(self, tokens: np.ndarray, state: tuple[torch.Tensor, np.ndarray]) -> tuple[np.ndarray, tuple]:
+        cond, previous = state
+        prefix = np.concatenate([previous, tokens], axis=1)
+        with torch.no_grad():
+            logits = self.model.ar(torch.from_numpy(prefix), cond[:, :prefix.shape[1]])
+        return logits[:, -tokens.shape[1]:].numpy(), (cond, prefix)
+
+    def select(self, state: tuple[torch.Tensor, np.ndarray], rows: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        return state[0][torch.from_numpy(rows)], state[1][rows]
+
+
+def test_ar_beam_search_over_kv_buffers_equals_recomputing_every_prefix() -> None:
+    """Beams fork by :meth:`TorchArStep.select`; each kept row must carry its own keys and values."""
+    torch.manual_seed(3)
+    model = TtsModel(tiny_tts_config(ar_layers=2)).eval()
+    with torch.no_grad():
+        model.ar.embed.weight.normal_(0.0, 1.0)  # at init the tokens barely move the logits: make them count
+    frames = 10
+    cond = 0.1 * torch.randn(1, frames, 32)
+    cached = TorchTtsBackend(model).ar()
+    options = ARDecodingOptions(max_length=frames, eos_id=cached.bos_id, beam_size=3)
+    result = ARDecoder(options).run(cached, cached.prepare(cond), np.array([cached.bos_id]))[0]
+    reference = ARDecoder(options).run(_RecomputedArStep(model), (cond, np.zeros((1, 0), dtype=np.int64)),
+                                       np.array([cached.bos_id]))[0]
+    assert result.tokens == reference.tokens and len(result.tokens) > 0
+    assert result.score == pytest.approx(reference.score, abs=1e-3)
+
+
+def test_ar_step_past_the_sentence_is_refused() -> None:
+    model = TtsModel(tiny_tts_config(ar_layers=2)).eval()
+    step_model = TorchTtsBackend(model).ar()
+    state = step_model.prepare(torch.randn(1, 3, 32))
+    _, state = step_model.step(np.array([[step_model.bos_id, 1]]), state)
+    with pytest.raises(ValueError, match="past the sentence's 3 frames"):
+        step_model.step(np.array([[2, 3]]), state)
+
+
 # ----------------------------------------------------------------------------- the pipeline
 
 

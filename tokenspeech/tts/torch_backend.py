@@ -2,7 +2,7 @@
 
 - :class:`TorchMaskedModel`: :class:`tokenspeech.decoding.masked.MaskedModel` (whole sentence, full attention)
 - :class:`TorchBlockModel`: :class:`tokenspeech.decoding.semiar.BlockModel` (preallocated KV buffer of committed blocks)
-- :class:`TorchArStep`: :class:`tokenspeech.decoding.base.StepModel` for :class:`ARDecoder` (first codebook)
+- :class:`TorchArStep`: :class:`tokenspeech.decoding.base.StepModel` for :class:`ARDecoder` (first codebook; KV buffer)
 
 State stays torch tensors (conditioning, caches); only tokens and logits
 cross the boundary as NumPy arrays (``torch.from_numpy`` / ``.numpy()``, no
@@ -10,9 +10,9 @@ copies for contiguous arrays). ``MASK`` (-1) becomes the mask embedding ``V``.
 
 Each adapter is also a :class:`tokenspeech.decoding.calls.BatchedModel`: the
 passes of concurrent sessions (each with its own state) run as one pass over
-a padded batch, sentences padded to the longest with a key-padding mask,
-KV caches of different lengths through :meth:`Transformer.step_rows`
-(block passes: :meth:`Transformer.step_into` over each stream's own buffer).
+a padded batch: whole sentences padded to the longest with a key-padding
+mask; semi-AR block passes and AR steps through :meth:`Transformer.step_into`,
+each stream attending over its own preallocated KV buffer.
 
 Axes: B batch, N phonemes, F frames, S new frames, K codebooks, G codebooks per pass, V codebook size, D dim.
 """
@@ -33,12 +33,8 @@ from tokenspeech.errors import ConfigError
 from tokenspeech.models.transformer import (
     BufferPass,
     KVBuffer,
-    LayerCache,
     attention_mask,
-    empty_cache,
     kv_buffer,
-    stack_caches,
-    unstack_cache,
 )
 from tokenspeech.models.tts import CodebookHeads, TtsModel, predicted_durations
 from tokenspeech.tts.backend import Conditioning
@@ -335,10 +331,15 @@ class TorchBlockModel:
 
 @dataclass(frozen=True)
 class ArState:
-    """AR LM context: conditioning ``[B, F, D]``, KV cache, next frame index."""
+    """AR LM context: conditioning ``[B, F, D]``, the keys and values of the first ``position`` frames, next frame index.
+
+    The buffer holds all ``F`` frames and steps write into it in place: a
+    state is used once, by its next step; :meth:`TorchArStep.select` copies
+    the rows a beam keeps into a buffer of their own.
+    """
 
     cond: Tensor
-    cache: list[LayerCache]
+    buffer: KVBuffer
     position: int
 
 
@@ -354,14 +355,12 @@ class TorchArStep:
         return self.model.config.mask_id
 
     def prepare(self, cond: Tensor) -> ArState:
-        return ArState(cond, empty_cache(self.ar.transformer.config, cond.shape[0], cond.device), 0)
+        """A sentence of ``F = cond.shape[1]`` frames: its buffer holds the ``F`` positions its steps can take."""
+        return ArState(cond, kv_buffer(self.ar.transformer.config, cond.shape[0], cond.shape[1], cond.device), 0)
 
-    @torch.inference_mode()
     def step(self, tokens: np.ndarray, state: ArState) -> tuple[np.ndarray, ArState]:
-        ids = _tensor(tokens)
-        cond = state.cond[:, state.position:state.position + ids.shape[1]]
-        hidden, cache = self.ar.transformer.step(cond + self.ar.embed(ids), state.cache)
-        return self.ar.head(hidden).float().numpy(), ArState(state.cond, cache, state.position + ids.shape[1])
+        (result,) = self.run_batch([Call(self.step, (tokens, state))])
+        return result
 
     def batch_key(self, call: Call) -> Hashable | None:
         """Steps of one LM with the same number of new tokens, whatever their positions."""
@@ -371,20 +370,23 @@ class TorchArStep:
 
     @torch.inference_mode()
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, ArState]]:
-        """Every session's step over its own KV cache, as one :meth:`Transformer.step_rows` pass."""
+        """Every session's step written into its own buffer, as one :meth:`Transformer.step_into` pass."""
         states: list[ArState] = [call.args[1] for call in calls]
         ids = _tensor(np.concatenate([call.args[0] for call in calls]))
         length = ids.shape[1]
+        for s in states:
+            if s.position + length > s.cond.shape[1]:
+                raise ValueError(f"a step of {length} frames after {s.position} goes past the sentence's "
+                                 f"{s.cond.shape[1]} frames")
         cond = torch.cat([s.cond[:, s.position:s.position + length] for s in states])
-        cache, past = stack_caches([s.cache for s in states])
-        hidden, new_cache = self.ar.transformer.step_rows(cond + self.ar.embed(ids), cache, past,
-                                                          torch.full_like(past, length))
+        hidden = self.ar.transformer.step_into(cond + self.ar.embed(ids),
+                                               [BufferPass(s.buffer, s.position, length) for s in states])
         logits = self.ar.head(hidden).float().numpy()
-        return [(logits[rows], ArState(s.cond, unstack_cache(new_cache, rows, s.cache[0].length, length,
-                                                             cache[0].length), s.position + length))
+        return [(logits[rows], ArState(s.cond, s.buffer, s.position + length))
                 for rows, s in zip(row_slices([call.args[0] for call in calls]), states)]
 
     def select(self, state: ArState, rows: np.ndarray) -> ArState:
+        """The beam rows ``rows`` of ``state``, in a buffer of their own (indexing copies)."""
         index = _tensor(rows)
-        return ArState(state.cond[index], [LayerCache(c.key[index], c.value[index]) for c in state.cache],
+        return ArState(state.cond[index], KVBuffer(state.buffer.key[:, index], state.buffer.value[:, index]),
                        state.position)
