@@ -12,7 +12,10 @@ search options changed one field at a time:
                           position's CIF span; none: the whole utterance)
   --max-skips 0,2         PositionBeamOptions.max_skips
   --ctc-weights 0.5,0.7   PositionBeamOptions.ctc_weight
-  (each defaults to the recogniser's own setting, asr/engine.py's PARAFORMER_*)
+  --lm-weights 0.5,0.8    PositionBeamOptions.lm_weight
+  --space-penalties 1,2   PositionBeamOptions.space_penalty
+  (each defaults to the recogniser's own setting, asr/engine.py's PARAFORMER_* and
+  LM_SETTINGS for the LM's kind)
 
 Every combination is run. Printed per setting: WER, CER, the search's CPU
 seconds and its CPU real-time factor (search seconds per audio second), and
@@ -54,14 +57,18 @@ def _window(text: str) -> int | None:
     return int(text)
 
 
-def _weight(text: str) -> float:
+def _number(text: str, flag: str, high: float = float("inf")) -> float:
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 1:
-        fail(f"--ctc-weights: {text!r} is not a weight in [0, 1]")
+    if not 0 <= value <= high:
+        fail(f"{flag}: {text!r} is not a number in [0, {high:g}]")
     return value
+
+
+def _numbers(text: str, flag: str, high: float = float("inf")) -> list[float]:
+    return [_number(t.strip(), flag, high) for t in text.split(",") if t.strip()]
 
 
 def cif_counts(passes, references: list[str]) -> dict[str, float]:
@@ -86,6 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--windows", default="", help="comma list of ctc_window values ('none' or frames)")
     parser.add_argument("--max-skips", default="", help="comma list of max_skips values")
     parser.add_argument("--ctc-weights", default="", help="comma list of ctc_weight values (0-1)")
+    parser.add_argument("--lm-weights", default="", help="comma list of lm_weight values (>= 0)")
+    parser.add_argument("--space-penalties", default="", help="comma list of space_penalty values (>= 0)")
     parser.add_argument("--out", type=Path, default=Path("bench-out/paraformer-search"))
     args = parser.parse_args(argv)
     if args.per_set < 1:
@@ -101,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     windows = [_window(w.strip()) for w in args.windows.split(",") if w.strip()]
     skips = [int(s) if s.strip().isdigit() else fail(f"--max-skips: {s!r} is not a count")
              for s in args.max_skips.split(",") if s.strip()]
-    weights = [_weight(w.strip()) for w in args.ctc_weights.split(",") if w.strip()]
+    weights = _numbers(args.ctc_weights, "--ctc-weights", 1.0)
+    lm_weights = _numbers(args.lm_weights, "--lm-weights")
+    penalties = _numbers(args.space_penalties, "--space-penalties")
     with threads(args.threads):
         from tokenspeech.asr.lm import load_lm
         from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer, load_asr_model
@@ -129,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         base = recognizer.paraformer_search_options()
         rows, first_hypotheses = [], None
         settings = itertools.product(windows or [base.ctc_window], skips or [base.max_skips],
-                                     weights or [base.ctc_weight])
-        for window, max_skips, ctc_weight in settings:
-            options = replace(base, ctc_window=window, max_skips=max_skips, ctc_weight=ctc_weight)
+                                     weights or [base.ctc_weight], lm_weights or [base.lm_weight],
+                                     penalties or [base.space_penalty])
+        for window, max_skips, ctc_weight, lm_weight, penalty in settings:
+            options = replace(base, ctc_window=window, max_skips=max_skips, ctc_weight=ctc_weight,
+                              lm_weight=lm_weight, space_penalty=penalty)
             started = cpu_seconds()
             hypotheses = []
             for done in passes:
@@ -143,16 +156,18 @@ def main(argv: list[str] | None = None) -> int:
             first_hypotheses = first_hypotheses or hypotheses
             changed = sum(a != b for a, b in zip(hypotheses, first_hypotheses))
             rows.append({"ctc_window": window, "max_skips": max_skips, "ctc_weight": ctc_weight,
-                         "wer": rates.wer, "cer": rates.cer,
+                         "lm_weight": lm_weight, "space_penalty": penalty, "wer": rates.wer, "cer": rates.cer,
                          "search_cpu_seconds": seconds, "search_cpu_rtf": seconds / audio_seconds,
                          "changed_vs_first": changed, "hypotheses": hypotheses})
-            logger.info("window %s, skips %d, ctc weight %s: WER %.2f %%, CER %.2f %%, search %.1f CPU s "
-                        "(RTF %.4f)", window, max_skips, ctc_weight, 100 * rates.wer, 100 * rates.cer, seconds,
-                        seconds / audio_seconds)
+            logger.info("window %s, skips %d, ctc weight %s, lm weight %s, space penalty %s: WER %.2f %%, "
+                        "CER %.2f %%, search %.1f CPU s (RTF %.4f)", window, max_skips, ctc_weight, lm_weight,
+                        penalty, 100 * rates.wer, 100 * rates.cer, seconds, seconds / audio_seconds)
     counts = cif_counts(passes, references)
     table = markdown_table(
-        ["ctc_window", "max_skips", "ctc_weight", "WER %", "CER %", "search CPU s", "search CPU RTF", "hyps changed"],
-        [[str(r["ctc_window"]), str(r["max_skips"]), str(r["ctc_weight"]), f"{100 * r['wer']:.2f}",
+        ["ctc_window", "max_skips", "ctc_weight", "lm_weight", "space_penalty", "WER %", "CER %", "search CPU s",
+         "search CPU RTF", "hyps changed"],
+        [[str(r["ctc_window"]), str(r["max_skips"]), str(r["ctc_weight"]), str(r["lm_weight"]),
+          str(r["space_penalty"]), f"{100 * r['wer']:.2f}",
           f"{100 * r['cer']:.2f}",
           f"{r['search_cpu_seconds']:.1f}", f"{r['search_cpu_rtf']:.4f}", str(r["changed_vs_first"])] for r in rows])
     print(f"\n{len(clips)} clips ({', '.join(sets)}), {audio_seconds:.0f} s of audio, {args.threads} thread(s); "

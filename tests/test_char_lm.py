@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,6 +13,7 @@ import pytest
 
 from tokenspeech.asr.lm import NO_LM, load_lm, train_lm
 from tokenspeech.decoding.char_lm import CharNgramLM
+from tokenspeech.decoding.word_lm import WordLexiconLM
 from tokenspeech.decoding.ctc import CtcBeamOptions, ctc_greedy, ctc_prefix_beam_search
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.text.vocab import Vocabulary, character_vocabulary
@@ -72,7 +74,7 @@ def test_load_lm_explicit_shipped_none_and_vocabulary_checks(tmp_path: Path) -> 
         load_lm(path, other)
     assert load_lm(None, other) is None  # the shipped LM does not fit: decode without it
     shipped = load_lm(None, VOCAB)
-    assert shipped is not None and shipped.order == 6
+    assert isinstance(shipped, WordLexiconLM) and shipped.order == 3 and shipped.char_lm.order == 6
 
 
 def test_beam_search_with_the_lm_picks_the_likely_spelling() -> None:
@@ -222,11 +224,18 @@ def test_position_beam_with_ctc_windows_around_the_cif_spans_decides_as_the_whol
 def test_train_lm_command_on_the_fixture_corpus(tmp_path: Path) -> None:
     out = tmp_path / "lm.npz"
     done = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),
-                           "--out", str(out), "--order", "4"], capture_output=True, text=True, check=False)
+                           "--out", str(out), "--order", "4", "--word-order", "0"],
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "4-gram character LM on 8 sentences" in done.stdout
     lm = load_lm(out, VOCAB)
-    assert lm is not None and lm.info["text"] == "distinct transcripts of train.jsonl"
+    assert isinstance(lm, CharNgramLM) and lm.info["text"] == "distinct transcripts of train.jsonl"
+    words = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(FIXTURE),
+                            "--out", str(out), "--order", "4"], capture_output=True, text=True, check=False)
+    assert words.returncode == 0, words.stderr
+    assert "3-gram word LM" in words.stdout and "over a 4-gram character LM" in words.stdout
+    lm = load_lm(out, VOCAB)
+    assert isinstance(lm, WordLexiconLM) and lm.info["sentences"] == 8 and lm.char_lm.order == 4
     bad = subprocess.run([sys.executable, "-m", "tokenspeech", "train", "lm", "--corpus", str(tmp_path),
                           "--out", str(out)], capture_output=True, text=True, check=False)
     assert bad.returncode != 0 and "no manifest" in bad.stderr
@@ -322,3 +331,21 @@ def test_source_text_adds_only_train_split_sentences(tmp_path: Path, monkeypatch
     (corpus / "plan.jsonl").unlink()
     with pytest.raises(ConfigError, match="plan.jsonl"):
         lm_module.source_train_texts(corpus)
+
+
+def test_lm_text_comes_from_the_plan_before_the_split_is_built(tmp_path: Path) -> None:
+    """`data build` writes train.jsonl last; the plan already names every train sentence."""
+    from tokenspeech.asr.lm import corpus_transcripts
+
+    rows = [{"split": "train", "transcript": "the cat sat"}, {"split": "dev", "transcript": "a dev sentence"},
+            {"split": "train", "transcript": "the dog ran"}, {"split": "train", "transcript": "the cat sat"}]
+    (tmp_path / "plan.jsonl").write_text("\n".join([json.dumps({"seed": 0})] + [json.dumps(r) for r in rows]) + "\n")
+    assert corpus_transcripts(tmp_path) == ["the cat sat", "the dog ran"]
+    (tmp_path / "train.jsonl").write_text("")  # started, nothing recorded yet
+    assert corpus_transcripts(tmp_path) == ["the cat sat", "the dog ran"]
+    (tmp_path / "train.jsonl").write_text(json.dumps({"transcript": "recorded only"}) + "\n")
+    assert corpus_transcripts(tmp_path) == ["recorded only"]  # a written manifest wins
+    (tmp_path / "plan.jsonl").unlink()
+    (tmp_path / "train.jsonl").unlink()
+    with pytest.raises(ConfigError, match="no manifest"):
+        corpus_transcripts(tmp_path)

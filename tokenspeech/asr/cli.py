@@ -32,9 +32,10 @@ results go to stdout):
          written (leading / and .. dropped, suffix replaced: episodes/e1.mp4
          -> OUT/episodes/e1.vtt). Failed files get no subtitle file.
 
-Decoders: ctc (default) searches 16 hypotheses with the shipped character
-language model (tokenspeech/assets/asr_lm.npz: a 6-gram over the training
-transcripts, which spells what the acoustics only suggest); --no-lm decodes
+Decoders: ctc (default) searches 16 hypotheses with the shipped language
+model (tokenspeech/assets/asr_lm.npz: a word trigram over the training text
+read through its 41,000-word lexicon, mixed with a character 6-gram for the
+other words; it spells what the acoustics only suggest); --no-lm decodes
 greedily, --lm FILE takes one from `tokenspeech train lm`. ar runs the
 attention decoder token by token in a beam of 4, scored jointly with the CTC
 head (which stops it from skipping or repeating phrases) and the same LM.
@@ -88,8 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=DECODERS, default="ctc", help="decoding strategy (default: ctc)")
     parser.add_argument("--model", metavar="PATH", help="ASR weights (default: the shipped model)")
     parser.add_argument("--lm", metavar="PATH", default=None,
-                        help="character LM fused into the ctc, ar and paraformer searches "
-                             "(default: the shipped 6-gram, "
+                        help="language model fused into the ctc, ar and paraformer searches "
+                             "(default: the shipped word + character model, "
                              "tokenspeech/assets/asr_lm.npz; train one with `tokenspeech train lm`)")
     parser.add_argument("--no-lm", action="store_true",
                         help="decode without a language model (ctc, paraformer: greedy)")

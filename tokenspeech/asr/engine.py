@@ -36,6 +36,7 @@ import numpy as np
 from tokenspeech.asr.base import DECODERS, FRAME_SECONDS, Transcript, WordTiming
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
 from tokenspeech.decoding.calls import Call, Program, run
+from tokenspeech.decoding.char_lm import KIND as CHAR_LM_KIND
 from tokenspeech.decoding.cif import CifOutput, cif_fire
 from tokenspeech.decoding.joint_ctc import CtcPrefixScorer, JointCtcAttentionDecoder, JointDecodingOptions
 from tokenspeech.decoding.ctc import (
@@ -49,6 +50,7 @@ from tokenspeech.decoding.ctc import (
 )
 from tokenspeech.decoding.position_lm import PositionBeamOptions, PositionPath, position_beam_search
 from tokenspeech.decoding.streaming_asr import AudioFramer, CtcStreamer, SemiARStreamer, StreamingHypothesis
+from tokenspeech.decoding.word_lm import KIND as WORD_LM_KIND
 from tokenspeech.decoding.words import word_spans
 from tokenspeech.errors import AudioError, ConfigError
 from tokenspeech.features import MelConfig
@@ -61,18 +63,13 @@ logger = logging.getLogger(__name__)
 LM_BEAM = 16
 LM_TOKEN_BEAM = 8
 LM_BLANK_SKIP = 0.999
-CTC_LM_WEIGHT = 0.8
-CTC_LENGTH_BONUS = 1.5
 # Joint CTC/attention beam search (``ar``). On 20 test + 20 held-out utterances (shipped ASR, step 3,300):
 # attention alone, greedy 117.9 / 136.7 % WER (it loops); beam 4 with CTC weight 0.3: 47.7 / 67.4 %; with the
 # LM (0.5, length bonus 0.5, CTC weight 0.5): 37.8 / 52.4 %. See docs/asr.md.
 AR_BEAM = 4
 AR_CTC_WEIGHT = 0.5
-AR_LM_WEIGHT = 0.5
-AR_LENGTH_BONUS = 0.5
 # Paraformer with the LM: a beam over its positions after the parallel pass (see decoding/position_lm.py).
 PARAFORMER_BEAM = 8
-PARAFORMER_LM_WEIGHT = 0.5
 # ... with a penalty on the space character (log-probability units): the LM otherwise splits words. On 150 dev
 # clips: penalty 0 45.5 % WER, 1 43.6 %, 2 42.9 %, 3 46.0 %, 4 58.6 %.
 PARAFORMER_SPACE_PENALTY = 2.0
@@ -91,6 +88,13 @@ PARAFORMER_SKIP_PENALTY = 4.0
 # 31.7 s; window 16 / 8: the same 150 hypotheses, 13.6 / 12.0 s; 4: 31.99 %, 10.1 s; 2: 32.21 %, 9.2 s.
 PARAFORMER_CTC_WINDOW: int | None = 8
 LM_DECODERS = ("ctc", "ar", "paraformer")  # the decoders whose search takes a character LM
+# (lm_weight, length_bonus) of each decoder's search by the kind of LM: the character 6-gram (ctc: session 1,
+# ar: session 5, paraformer: session 10) or the word trigram read through its lexicon (session 17, 150 dev clips;
+# docs/asr.md). Paraformer has no length bonus: CIF fixes the length.
+LM_SETTINGS: dict[str, dict[str, tuple[float, float]]] = {
+    CHAR_LM_KIND: {"ctc": (0.8, 1.5), "ar": (0.5, 0.5), "paraformer": (0.5, 0.0)},
+    WORD_LM_KIND: {"ctc": (1.0, 3.0), "ar": (0.5, 1.0), "paraformer": (0.7, 0.0)},
+}
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class RecognizerOptions:
     beam_size: int | None = None  # CTC prefix / AR / Paraformer position beam; None: ctc 16 with an LM (else
     # greedy), ar 4, paraformer 8 with an LM (else greedy)
     # with a language model: score = acoustic + lm_weight * log p_lm + length_bonus * chars; None: the
-    # decoder's default (ctc 0.8 and 1.5, ar 0.5 and 0.5, paraformer 0.5 and none: CIF fixes the length)
+    # default of the decoder and the kind of LM (LM_SETTINGS)
     lm_weight: float | None = None
     length_bonus: float | None = None
     # ar, paraformer: weight of the CTC prefix score against the decoder's (0: the decoder alone); None: the
@@ -143,10 +147,11 @@ class RecognizerOptions:
             return self.ctc_weight
         return {"ar": AR_CTC_WEIGHT, "paraformer": PARAFORMER_CTC_WEIGHT}.get(self.decoder, 0.0)
 
-    def lm_settings(self) -> tuple[float, float]:
-        """``(lm_weight, length_bonus)`` of this decoder's search with a language model."""
-        weight, bonus = {"ar": (AR_LM_WEIGHT, AR_LENGTH_BONUS), "paraformer": (PARAFORMER_LM_WEIGHT, 0.0)}.get(
-            self.decoder, (CTC_LM_WEIGHT, CTC_LENGTH_BONUS))
+    def lm_settings(self, lm_kind: str = CHAR_LM_KIND) -> tuple[float, float]:
+        """``(lm_weight, length_bonus)`` of this decoder's search with a language model of ``lm_kind``
+        (its ``kind``): the options, else the defaults measured for that kind (:data:`LM_SETTINGS`)."""
+        settings = LM_SETTINGS.get(lm_kind, LM_SETTINGS[CHAR_LM_KIND])
+        weight, bonus = settings.get(self.decoder, settings["ctc"])
         return (weight if self.lm_weight is None else self.lm_weight,
                 bonus if self.length_bonus is None else self.length_bonus)
 
@@ -245,6 +250,7 @@ class AsrRecognizer:
         self.mel = mel
         self.options = options
         self.lm = lm
+        self.lm_kind = getattr(lm, "kind", CHAR_LM_KIND)  # which defaults of LM_SETTINGS apply
         self.sample_rate = mel.sample_rate
         self.max_seconds = options.max_seconds
         self.space_id = vocabulary.encode(" ")[0]
@@ -311,7 +317,7 @@ class AsrRecognizer:
         if self.lm is None:
             return CtcBeamOptions(beam_size=beam)
         # with an LM: wider per-frame candidates, and frames that are surely blank skip the LM work
-        weight, bonus = self.options.lm_settings()
+        weight, bonus = self.options.lm_settings(self.lm_kind)
         return CtcBeamOptions(beam_size=beam, token_beam=LM_TOKEN_BEAM, lm_weight=weight,
                               length_bonus=bonus, blank_skip=LM_BLANK_SKIP)
 
@@ -350,7 +356,7 @@ class AsrRecognizer:
         """The LM beam over Paraformer's positions as this recogniser runs it."""
         vocab = self.vocabulary
         return PositionBeamOptions(beam_size=self.options.beam(True), token_beam=LM_TOKEN_BEAM,
-                                   lm_weight=self.options.lm_settings()[0],
+                                   lm_weight=self.options.lm_settings(self.lm_kind)[0],
                                    excluded=(vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id),
                                    space_id=self.space_id, space_penalty=PARAFORMER_SPACE_PENALTY,
                                    ctc_weight=self.options.joint_ctc_weight(),
@@ -367,7 +373,7 @@ class AsrRecognizer:
             results = ARDecoder(options).run(adapter, state, np.full(encoded.hidden.shape[0], vocab.bos_id,
                                                                      dtype=np.int64))
         else:
-            weight, bonus = self.options.lm_settings()
+            weight, bonus = self.options.lm_settings(self.lm_kind)
             joint = JointCtcAttentionDecoder(JointDecodingOptions(
                 max_length=max_length, eos_id=vocab.eos_id, blank_id=vocab.pad_id, beam_size=self.options.beam(),
                 ctc_weight=self.options.joint_ctc_weight(), lm_weight=weight, length_bonus=bonus if self.lm else 0.0,

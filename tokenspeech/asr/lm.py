@@ -1,20 +1,28 @@
-"""The character language model CTC beam search fuses: train it, and load the shipped one, a file, or none.
+"""The language model the ASR searches fuse: train it, and load the shipped one, a file, or none.
 
-Torch-free (the ONNX runtime uses it too). The shipped model,
-``tokenspeech/assets/asr_lm.npz``, is a 6-gram over the corpus's training
-transcripts (:func:`train_lm`), optionally with the rest of its text sources'
-train-split sentences; its header records the vocabulary, the text source and
-the sentence count. A model is used only with an ASR model of the
-same character vocabulary.
+Torch-free (the ONNX runtime uses it too). Either kind answers "which
+character next": a character n-gram (:class:`CharNgramLM`) or a word n-gram
+read through its lexicon and mixed with one (:class:`WordLexiconLM`, the
+shipped ``tokenspeech/assets/asr_lm.npz``), both trained by :func:`train_lm`
+on the corpus's training transcripts and optionally the rest of its text
+sources' train-split sentences; the header records the kind, the vocabulary,
+the text source and the sentence count. A model is used only with an ASR
+model of the same character vocabulary.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from tokenspeech.decoding.char_lm import CharNgramLM
+from tokenspeech.decoding.word_lm import DEFAULT_MIX
+from tokenspeech.decoding.word_lm import KIND as WORD_LM_KIND
+from tokenspeech.decoding.word_lm import WordLexiconLM
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.text.vocab import Vocabulary
 
@@ -22,10 +30,21 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LM = Path(__file__).resolve().parents[1] / "assets" / "asr_lm.npz"
 DEFAULT_ORDER = 6
+DEFAULT_WORD_ORDER = 3  # docs/asr.md, session 17: a 4-gram was no better on dev and twice the size
 NO_LM = "none"
 
 
-def load_lm(path: str | Path | None, vocabulary: Vocabulary) -> CharNgramLM | None:
+def read_lm(path: Path) -> CharNgramLM | WordLexiconLM:
+    """The LM in ``path``, of either kind (its header says which); ``ValueError`` for anything else."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            kind = json.loads(bytes(data["header"]).decode()).get("kind")
+    except (OSError, KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: cannot read the language model ({error})") from error
+    return WordLexiconLM.load(path) if kind == WORD_LM_KIND else CharNgramLM.load(path)
+
+
+def load_lm(path: str | Path | None, vocabulary: Vocabulary) -> CharNgramLM | WordLexiconLM | None:
     """The LM at ``path``; ``None`` -> the shipped one when present and matching; ``"none"`` -> no LM.
 
     An explicit file that cannot be read or whose vocabulary differs from
@@ -43,7 +62,7 @@ def load_lm(path: str | Path | None, vocabulary: Vocabulary) -> CharNgramLM | No
         logger.info("no shipped language model at %s: CTC decodes without one", source)
         return None
     try:
-        lm = CharNgramLM.load(source)
+        lm = read_lm(source)
     except ValueError as error:
         if explicit:
             raise ModelLoadError(str(error)) from error
@@ -61,21 +80,37 @@ def load_lm(path: str | Path | None, vocabulary: Vocabulary) -> CharNgramLM | No
 
 
 def corpus_transcripts(corpus: Path, split: str = "train") -> list[str]:
-    """The distinct ``transcript`` texts of ``corpus/<split>.jsonl`` (ASR training text), in order."""
+    """The distinct ``transcript`` texts of ``corpus/<split>.jsonl`` (ASR training text), in order.
+
+    A corpus whose ``<split>.jsonl`` is not written yet (``tokenspeech data
+    build`` writes it when the split's audio is done) gives its plan's rows of
+    that split: the same sentences, known before any audio exists.
+    """
     manifest = corpus / f"{split}.jsonl" if corpus.is_dir() else corpus
+    plan = corpus / "plan.jsonl"
+    texts = _transcripts(manifest, None) if manifest.is_file() else {}
+    if not texts and corpus.is_dir() and plan.is_file():
+        manifest, texts = plan, _transcripts(plan, split)
     if not manifest.is_file():
         raise ConfigError(f"no manifest at {manifest}")
+    if not texts:
+        raise ConfigError(f"{manifest} has no transcripts")
+    return list(texts)
+
+
+def _transcripts(manifest: Path, split: str | None) -> dict[str, None]:
+    """The distinct transcripts of ``manifest``'s rows (of ``split`` only, when given), in order."""
     texts: dict[str, None] = {}
     for line in manifest.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
+            if split is not None and row.get("split") != split:
+                continue  # (the plan's header line has no split either)
             text = row.get("transcript")
             if text is None:
                 raise ConfigError(f"{manifest}: a row has no 'transcript' field (build the corpus with tokenspeech)")
             texts[text] = None
-    if not texts:
-        raise ConfigError(f"{manifest} has no transcripts")
-    return list(texts)
+    return texts
 
 
 def source_train_texts(corpus: Path) -> list[str]:
@@ -115,9 +150,15 @@ def source_train_texts(corpus: Path) -> list[str]:
 
 
 def train_lm(corpus: Path, out: Path, vocabulary: Vocabulary, order: int = DEFAULT_ORDER,
-             split: str = "train", source_text: bool = False) -> CharNgramLM:
+             split: str = "train", source_text: bool = False, word_order: int = DEFAULT_WORD_ORDER,
+             mix: float = DEFAULT_MIX) -> CharNgramLM | WordLexiconLM:
     """Train on ``corpus``'s ``split`` transcripts and save to ``out`` (.npz). Only that split: the dev,
-    test and held-out sentences stay unseen. ``source_text`` adds :func:`source_train_texts`."""
+    test and held-out sentences stay unseen. ``source_text`` adds :func:`source_train_texts`.
+
+    The character ``order``-gram always; with ``word_order`` > 0 also a word
+    n-gram over the same text, read through its lexicon and mixed with the
+    character model (:class:`WordLexiconLM`, ``mix``): that one is written.
+    """
     texts = corpus_transcripts(corpus, split)
     described = f"distinct transcripts of {split}.jsonl"
     if source_text:
@@ -126,5 +167,9 @@ def train_lm(corpus: Path, out: Path, vocabulary: Vocabulary, order: int = DEFAU
     info = {"vocabulary": list(vocabulary.symbols), "text": described, "corpus": str(corpus)}
     lm = CharNgramLM.train((vocabulary.encode(text) for text in texts), order, len(vocabulary.symbols),
                            vocabulary.eos_id, info)
+    if word_order > 0:
+        (space,) = vocabulary.encode(" ")
+        lm = WordLexiconLM.train((vocabulary.encode(text) for text in texts), lm, space, word_order, mix=mix,
+                                 info=info)
     lm.save(out)
     return lm

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 FORMAT_VERSION = 1
+KIND = "char_ngram_lm"
 _CACHE_LIMIT = 200_000
 
 
@@ -50,7 +52,35 @@ class _Table:
     counts: np.ndarray  # [G] int64
 
 
-def _pack(ids: Sequence[int], base: int) -> int:
+def remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """``cache[key] = value``, emptying the cache first when it holds ``_CACHE_LIMIT`` entries; returns ``value``."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def sentence_log_prob(lm: Any, ids: Sequence[int]) -> float:
+    """log P of a whole sentence under a character-level ``lm`` (``history``/``log_probs``): its characters,
+    then the boundary."""
+    total, previous = 0.0, []
+    for token in list(ids) + [lm.boundary]:
+        total += float(lm.log_probs(lm.history(previous))[token])
+        previous.append(int(token))
+    return total
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """``arrays`` into the compressed .npz ``path``, written whole or not at all (a temporary file renamed)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def pack_key(ids: Sequence[int], base: int) -> int:
+    """A history of ids as one int64 key, base ``base``."""
     key = 0
     for token in ids:
         key = key * base + int(token)
@@ -59,6 +89,8 @@ def _pack(ids: Sequence[int], base: int) -> int:
 
 class CharNgramLM:
     """``log_probs(history)``: log P of every character id after ``history`` (see the module docstring)."""
+
+    kind = KIND
 
     def __init__(self, order: int, vocab_size: int, boundary: int, tables: list[_Table],
                  info: dict | None = None) -> None:
@@ -130,7 +162,7 @@ class CharNgramLM:
             if k > len(history):
                 break
             table = self.tables[k]
-            key = _pack(history[len(history) - k:], base) if k else 0
+            key = pack_key(history[len(history) - k:], base) if k else 0
             index = int(np.searchsorted(table.keys, key))
             if index == len(table.keys) or table.keys[index] != key:
                 break  # an unseen history: the longer ones are unseen too
@@ -139,36 +171,41 @@ class CharNgramLM:
             seen[table.chars[start:stop]] = table.counts[start:stop]
             types = float(table.types[index])
             probs = (seen + types * probs) / (float(table.totals[index]) + types)
-        result = np.log(probs)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[history] = result
-        return result
+        return remember(self._cache, history, np.log(probs))
 
     def sentence_log_prob(self, ids: Sequence[int]) -> float:
         """log P of a whole sentence (its characters, then the boundary)."""
-        total, previous = 0.0, []
-        for token in list(ids) + [self.boundary]:
-            total += float(self.log_probs(self.history(previous))[token])
-            previous.append(int(token))
-        return total
+        return sentence_log_prob(self, ids)
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | Path) -> Path:
-        """``path`` (.npz, compressed) with the tables and a JSON header."""
-        path = Path(path)
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The model as named arrays (``header`` is its JSON header as bytes): what :meth:`save` writes."""
         arrays = {"header": np.frombuffer(json.dumps(
-            {"format_version": FORMAT_VERSION, "kind": "char_ngram_lm", "order": self.order,
+            {"format_version": FORMAT_VERSION, "kind": KIND, "order": self.order,
              "vocab_size": self.vocab_size, "boundary": self.boundary, "info": self.info}).encode(), dtype=np.uint8)}
         for k, table in enumerate(self.tables):
             arrays.update({f"{name}_{k}": getattr(table, name).astype(dtype) for name, dtype in (
                 ("keys", np.int64), ("totals", np.int64), ("types", np.int32), ("offsets", np.int64),
                 ("chars", np.uint8), ("counts", np.int32))})
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
-        return path
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> CharNgramLM:
+        """The model of :meth:`arrays`; ``ValueError`` (or ``KeyError``) when they are not one."""
+        header = json.loads(bytes(arrays["header"]).decode())
+        if header.get("kind") != KIND or header.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"not a tokenspeech character LM (format version {header.get('format_version')}, "
+                             f"kind {header.get('kind')})")
+        tables = [_Table(*(np.asarray(arrays[f"{name}_{k}"]).astype(np.int64) for name in
+                           ("keys", "totals", "types", "offsets", "chars", "counts")))
+                  for k in range(int(header["order"]))]
+        return cls(int(header["order"]), int(header["vocab_size"]), int(header["boundary"]), tables,
+                   header.get("info"))
+
+    def save(self, path: str | Path) -> Path:
+        """``path`` (.npz, compressed) with the tables and a JSON header."""
+        return save_arrays(path, self.arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> CharNgramLM:
@@ -176,15 +213,6 @@ class CharNgramLM:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
-                header = json.loads(bytes(data["header"]).decode())
-                if header.get("kind") == "char_ngram_lm" and header.get("format_version") == FORMAT_VERSION:
-                    tables = [_Table(*(data[f"{name}_{k}"].astype(np.int64) for name in
-                                       ("keys", "totals", "types", "offsets", "chars", "counts")))
-                              for k in range(int(header["order"]))]
+                return cls.from_arrays(data)
         except (OSError, KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: cannot read the character LM ({error})") from error
-        if header.get("kind") != "char_ngram_lm" or header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: not a tokenspeech character LM (format version "
-                             f"{header.get('format_version')}, kind {header.get('kind')})")
-        return cls(int(header["order"]), int(header["vocab_size"]), int(header["boundary"]), tables,
-                   header.get("info"))

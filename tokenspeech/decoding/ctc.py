@@ -63,9 +63,11 @@ class CtcBeamOptions:
 
 
 class TokenLM(Protocol):
-    """A left-to-right token language model (:class:`tokenspeech.decoding.char_lm.CharNgramLM` is one)."""
+    """A left-to-right token language model over characters (:class:`tokenspeech.decoding.char_lm.CharNgramLM`,
+    :class:`tokenspeech.decoding.word_lm.WordLexiconLM`)."""
 
     boundary: int  # the token that ends a sentence
+    kind: str  # which kind of model: the recogniser's default search settings depend on it
 
     def history(self, previous: Sequence[int]) -> tuple[int, ...]: ...
 
@@ -99,6 +101,16 @@ class CtcPrefixBeam:
         self.skip = math.log(options.blank_skip) if options.blank_skip < 1 else math.inf
         # prefix -> [log p ending in blank, log p ending in its last token, weighted LM log p of the prefix]
         self.beams: dict[tuple[int, ...], list[float]] = {(): [0.0, NEG_INF, 0.0]}
+        self._lm_next: dict[tuple[int, ...], np.ndarray] = {}  # the LM after each prefix in the beam
+
+    def _lm_after(self, prefix: tuple[int, ...]) -> np.ndarray:
+        """The LM's log-probabilities after ``prefix``, kept while the prefix stays in the beam (a prefix is
+        extended on most frames, and the LM's own history lookup costs more than this one)."""
+        cached = self._lm_next.get(prefix)
+        if cached is None:
+            lm = self.lm
+            cached = self._lm_next[prefix] = lm.log_probs(lm.history(prefix))
+        return cached
 
     def _rank(self, item: tuple[tuple[int, ...], list[float]]) -> float:
         prefix, (p_blank, p_token, lm_score) = item
@@ -106,7 +118,7 @@ class CtcPrefixBeam:
 
     def _final(self, item: tuple[tuple[int, ...], list[float]]) -> float:
         lm = self.lm
-        end = self.weight * float(lm.log_probs(lm.history(item[0]))[lm.boundary]) if lm is not None else 0.0
+        end = self.weight * float(self._lm_after(item[0])[lm.boundary]) if lm is not None else 0.0
         return self._rank(item) + end
 
     def push(self, log_probs: np.ndarray) -> None:
@@ -129,7 +141,7 @@ class CtcPrefixBeam:
                 stay[0] = _add(stay[0], total + frame[blank])
                 if prefix:  # the last token repeated without a blank collapses into the same prefix
                     stay[1] = _add(stay[1], p_token + frame[prefix[-1]])
-                next_lm = lm.log_probs(lm.history(prefix)) if lm is not None else None
+                next_lm = self._lm_after(prefix) if lm is not None else None
                 for token in candidates:
                     longer = prefix + (token,)
                     entry = grown.get(longer)
@@ -139,6 +151,8 @@ class CtcPrefixBeam:
                     source = p_blank if prefix and token == prefix[-1] else total
                     entry[1] = _add(entry[1], source + frame[token])
             beams = dict(sorted(grown.items(), key=self._rank, reverse=True)[: options.beam_size])
+            if lm is not None:
+                self._lm_next = {prefix: self._lm_next[prefix] for prefix in beams if prefix in self._lm_next}
         self.beams = beams
 
     def stable(self) -> tuple[int, ...]:

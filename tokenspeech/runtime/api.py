@@ -53,7 +53,7 @@ class Runtime:
                    lm: str | Path | None = None) -> AsrRecognizer:
         """Speech recognition over the exported ASR model (decoding defaults from the manifest unless given).
 
-        ``lm``: the character LM of the ``ctc`` and ``ar`` searches (default: the one shipped with
+        ``lm``: the language model of the ``ctc``, ``ar`` and ``paraformer`` searches (default: the one shipped with
         tokenspeech; ``"none"``: none, so ``ctc`` is greedy).
         """
         from tokenspeech.asr.engine import LM_DECODERS, AsrRecognizer, RecognizerOptions

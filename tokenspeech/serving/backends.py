@@ -123,7 +123,8 @@ class RecognizerEngine:
 
     def __init__(self, backend: Any, vocabulary: Any, mel: Any, lm: str | Path | None = None) -> None:
         """``backend`` is an ``AsrBackend`` (:mod:`tokenspeech.asr.engine`); ``mel`` its ``MelConfig``;
-        ``lm`` the character LM of ``ctc`` and ``ar`` (:func:`tokenspeech.asr.lm.load_lm`: default shipped, ``"none"``)."""
+        ``lm`` the language model of ``ctc``, ``ar`` and ``paraformer`` (:func:`tokenspeech.asr.lm.load_lm`: default
+        shipped, ``"none"``)."""
         from tokenspeech.asr.engine import RecognizerOptions
         from tokenspeech.asr.lm import load_lm
 

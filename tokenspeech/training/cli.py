@@ -76,14 +76,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     configure_tts(recipes)
     lm = recipes.add_parser(
-        "lm", help="train the character n-gram LM that CTC beam search fuses (seconds, no torch)",
+        "lm", help="train the language model the ASR searches fuse (seconds, no torch)",
         description="Count the n-grams of the corpus's training transcripts (dev, test and held-out sentences "
-                    "stay unseen) into an interpolated Witten-Bell character LM for the ASR's vocabulary. "
-                    "Example: tokenspeech train lm --corpus /work/corpus --out tokenspeech/assets/asr_lm.npz",
+                    "stay unseen) into interpolated Witten-Bell LMs for the ASR's character vocabulary: a "
+                    "character n-gram and, by default, a word n-gram read through its lexicon and mixed with it "
+                    "(the searches ask both for the next character). "
+                    "Example: tokenspeech train lm --corpus /work/corpus --source-text --out tokenspeech/assets/asr_lm.npz",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     lm.add_argument("--corpus", type=Path, required=True, help="corpus folder (train.jsonl) or a JSONL manifest")
     lm.add_argument("--out", type=Path, required=True, help="the LM file to write (.npz)")
-    lm.add_argument("--order", type=int, default=6, help="n-gram order (characters of history + 1)")
+    lm.add_argument("--order", type=int, default=6, help="character n-gram order (characters of history + 1)")
+    lm.add_argument("--word-order", type=int, default=3,
+                    help="word n-gram order (words of history + 1); 0 writes the character LM alone")
+    lm.add_argument("--mix", type=float, default=0.95,
+                    help="share of the word model in each next-character distribution while the word so far "
+                         "starts a lexicon word (the character model has the rest, and all of it outside)")
     lm.add_argument("--source-text", action="store_true",
                     help="also train on every sentence of the corpus's text sources that its seed puts in the "
                          "train split, synthesised or not (dev, test and held-out sentences stay unseen)")
@@ -110,13 +117,23 @@ def run_codec(args: argparse.Namespace) -> int:
 
 def run_lm(args: argparse.Namespace) -> int:
     from tokenspeech.asr.lm import train_lm
+    from tokenspeech.decoding.word_lm import WordLexiconLM
     from tokenspeech.errors import ConfigError
     from tokenspeech.text.vocab import character_vocabulary
 
     if not 1 <= args.order <= 8:
         raise ConfigError("--order must be between 1 and 8")
-    lm = train_lm(args.corpus, args.out, character_vocabulary(), args.order, source_text=args.source_text)
-    print(f"trained a {lm.order}-gram character LM on {lm.info['sentences']} sentences "
-          f"({lm.info['characters']} characters); written to {args.out} "
-          f"({args.out.stat().st_size / 1e6:.1f} MB)")
+    if not 0 <= args.word_order <= 4:
+        raise ConfigError("--word-order must be between 0 (no word model) and 4")
+    if not 0 <= args.mix < 1:
+        raise ConfigError("--mix must be in [0, 1)")
+    lm = train_lm(args.corpus, args.out, character_vocabulary(), args.order, source_text=args.source_text,
+                  word_order=args.word_order, mix=args.mix)
+    size = f"written to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)"
+    if isinstance(lm, WordLexiconLM):
+        print(f"trained a {lm.order}-gram word LM ({lm.info['lexicon']} words in its lexicon, {lm.info['words']} "
+              f"running words, {lm.info['sentences']} sentences) over a {lm.char_lm.order}-gram character LM; {size}")
+    else:
+        print(f"trained a {lm.order}-gram character LM on {lm.info['sentences']} sentences "
+              f"({lm.info['characters']} characters); {size}")
     return 0
