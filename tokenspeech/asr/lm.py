@@ -39,9 +39,9 @@ def read_lm(path: Path) -> CharNgramLM | WordLexiconLM:
     try:
         with np.load(path, allow_pickle=False) as data:
             kind = json.loads(bytes(data["header"]).decode()).get("kind")
+            return (WordLexiconLM if kind == WORD_LM_KIND else CharNgramLM).from_arrays(data)
     except (OSError, KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: cannot read the language model ({error})") from error
-    return WordLexiconLM.load(path) if kind == WORD_LM_KIND else CharNgramLM.load(path)
 
 
 def load_lm(path: str | Path | None, vocabulary: Vocabulary) -> CharNgramLM | WordLexiconLM | None:

@@ -35,7 +35,7 @@ import bisect
 import json
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,28 +278,31 @@ class WordLexiconLM:
         return save_arrays(path, arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> WordLexiconLM:
-        """A model written by :meth:`save`; ``ValueError`` for anything else."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                header = json.loads(bytes(data["header"]).decode())
-                if header.get("kind") != KIND or header.get("format_version") != FORMAT_VERSION:
-                    raise ValueError(f"not a tokenspeech word LM (format version {header.get('format_version')}, "
-                                     f"kind {header.get('kind')})")
-                order = int(header["order"])
-                tables = [_WordTable(*(data[f"word_{name}_{k}"].astype(np.int64) for name in
-                                       ("keys", "totals", "types", "offsets", "words", "counts")))
-                          for k in range(order)]
-                chars = data["lexicon_chars"].astype(np.int64).tolist()
-                ends = np.cumsum(data["lexicon_lengths"]).tolist()
-                lexicon = [tuple(chars[a:b]) for a, b in zip([0] + ends[:-1], ends)]
-                char_lm = CharNgramLM.from_arrays({name[len("char_"):]: data[name] for name in data.files
-                                                   if name.startswith("char_")})
-        except (OSError, KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path}: cannot read the word LM ({error})") from error
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> WordLexiconLM:
+        """The model of the arrays :meth:`save` writes; ``ValueError`` (or ``KeyError``) when they are not one."""
+        header = json.loads(bytes(arrays["header"]).decode())
+        if header.get("kind") != KIND or header.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"not a tokenspeech word LM (format version {header.get('format_version')}, "
+                             f"kind {header.get('kind')})")
+        order = int(header["order"])
+        tables = [_WordTable(*(np.asarray(arrays[f"word_{name}_{k}"]).astype(np.int64) for name in
+                               ("keys", "totals", "types", "offsets", "words", "counts")))
+                  for k in range(order)]
+        chars = np.asarray(arrays["lexicon_chars"]).astype(np.int64).tolist()
+        ends = np.cumsum(arrays["lexicon_lengths"]).tolist()
+        lexicon = [tuple(chars[a:b]) for a, b in zip([0] + ends[:-1], ends)]
+        char_lm = CharNgramLM.from_arrays({name[len("char_"):]: arrays[name] for name in arrays
+                                           if name.startswith("char_")})
         return cls(lexicon, order, tables, char_lm, int(header["space"]), float(header["mix"]), header.get("info"))
 
+    @classmethod
+    def load(cls, path: str | Path) -> WordLexiconLM:
+        """A model written by :meth:`save`; ``ValueError`` for anything else."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls.from_arrays(data)
+        except (OSError, KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path}: cannot read the word LM ({error})") from error
 
 def _words(ids: Sequence[int], space: int) -> list[list[int]]:
     words, current = [], []
