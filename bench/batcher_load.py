@@ -18,8 +18,14 @@ serving overhead.
 frames (a quarter of them at the fine pass), and the same pass of one
 session alone: the figure for changes to the cached transformer pass.
 
+``--versus KEY=VALUE,...`` instead compares two decoding settings under the
+same batched load: rounds of the decoder's defaults and of those options
+(e.g. ``steps=3,fine_guidance=0``) take turns at ``--max-batch``, so a
+drift of the machine hits both alike.
+
 Usage:
   .venv/bin/python bench/batcher_load.py --threads 2 --streams 16 --seconds 15 --repeats 2
+  .venv/bin/python bench/batcher_load.py --streams 16 --seconds 15 --repeats 3 --versus steps=3,fine_guidance=0
   .venv/bin/python bench/batcher_load.py --threads 2 --streams 16 --block-pass
   .venv/bin/python bench/batcher_load.py --random tiny --streams 3 --seconds 2 --repeats 1   # smoke run
 """
@@ -27,6 +33,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import threading
@@ -158,6 +165,35 @@ def describe(rounds: list[Round]) -> str:
     return markdown_table(["max batch", "audio-s/s", "call", "calls", "tasks each", "ms per task", "seconds"], rows)
 
 
+def versus_options(options: SynthesisOptions, spec: str) -> SynthesisOptions:
+    """``options`` with the ``KEY=VALUE,...`` of ``spec`` (fields of :class:`SynthesisOptions`, as numbers)."""
+    fields = {f.name for f in dataclasses.fields(SynthesisOptions)}
+    changes: dict[str, float | int] = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise SystemExit(f"--versus: {item!r} is not KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        changes[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+    return dataclasses.replace(options, **changes)
+
+
+def compare_options(synth: Synthesizer, a: SynthesisOptions, b: SynthesisOptions, args: argparse.Namespace) -> None:
+    """Rounds of ``a`` and ``b`` alternating (a, b, b, a, ...) at ``--max-batch``; prints both throughputs."""
+    list(synth.stream(TEXTS[0], b))
+    served: dict[str, list[float]] = {"defaults": [], args.versus: []}
+    for repeat in range(args.repeats):
+        order = [("defaults", a), (args.versus, b)]
+        for name, options in order if repeat % 2 == 0 else order[::-1]:
+            result = run_round(synth, options, args.max_batch, args.patience, args.streams, args.seconds, args.warmup)
+            served[name].append(result.throughput)
+            print(f"{name}: {result.throughput:.2f} audio-s/s", file=sys.stderr)
+    rows = [[name, " / ".join(f"{x:.2f}" for x in values), f"{sum(values) / len(values):.2f}"]
+            for name, values in served.items()]
+    print(markdown_table(["options", f"audio-s/s by round (max batch {args.max_batch})", "mean"], rows))
+    first, second = (sum(v) / len(v) for v in served.values())
+    print(f"\ndefaults over {args.versus}: **{first / second:.2f}x** ({args.repeats} alternating repeat(s))")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tts", type=Path, help="TTS model (default: shipped)")
@@ -171,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="uncounted seconds before each round's count")
     parser.add_argument("--repeats", type=int, default=2, help="rounds per batch size, alternating")
     parser.add_argument("--block-pass", action="store_true", help="time one batched block pass instead of a load")
+    parser.add_argument("--versus", default=None, metavar="KEY=VALUE[,...]",
+                        help="compare the defaults with these SynthesisOptions fields under the same batched load")
     args = parser.parse_args(argv)
     if min(args.threads, args.streams, args.max_batch, args.repeats) < 1 or args.seconds <= 0 or args.warmup < 0:
         fail("--threads, --streams, --max-batch and --repeats must be >= 1, --seconds > 0, --warmup >= 0")
@@ -187,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         options = SynthesisOptions(decoder=args.decoder)
         list(synth.stream(TEXTS[0], options))  # first-call costs out of the way
+        if args.versus:
+            compare_options(synth, options, versus_options(options, args.versus), args)
+            return
         rounds = []
         for repeat in range(args.repeats):  # batched, 1, 1, batched, ...: a drift of the machine hits both alike
             for max_batch in (args.max_batch, 1) if repeat % 2 == 0 else (1, args.max_batch):

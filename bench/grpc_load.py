@@ -155,9 +155,18 @@ class Outcome:
         return self.error is None and self.audio_seconds > self.wall
 
 
-def stream_synthesis(stub: pb_grpc.SpeechStub, text: str, decoder: str, seed: int) -> Outcome:
-    config = pb.SynthesisConfig(decoder=decoder, seed=seed,
-                                audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=RATE))
+def synthesis_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``SynthesisConfig`` fields every synthesis of the run sets: decoder and, if given, steps and guidance."""
+    fields: dict[str, Any] = {"decoder": args.decoder}
+    for name in ("steps", "guidance", "fine_guidance"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    return fields
+
+
+def stream_synthesis(stub: pb_grpc.SpeechStub, text: str, fields: dict[str, Any], seed: int) -> Outcome:
+    config = pb.SynthesisConfig(seed=seed, audio_format=pb.AudioFormat(encoding=pb.PCM16, sample_rate_hz=RATE),
+                                **fields)
     requests = iter([pb.StreamingSynthesizeRequest(config=config), pb.StreamingSynthesizeRequest(text=text)])
     started, first, samples = time.perf_counter(), None, 0
     try:
@@ -253,7 +262,7 @@ def single_stream(stub: pb_grpc.SpeechStub, args: argparse.Namespace, deadline: 
     for index in range(args.single):
         if deadline.passed():
             break
-        outcomes.append(stream_synthesis(stub, TEXTS[index % len(TEXTS)], args.decoder, index))
+        outcomes.append(stream_synthesis(stub, TEXTS[index % len(TEXTS)], synthesis_fields(args), index))
     return summarise(outcomes)
 
 
@@ -265,10 +274,11 @@ def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes)
     """``--streams`` concurrent clients of streaming synthesis, then of unary recognition, then of streaming
     recognition, each for ``--load-seconds`` (closed loop) after one untimed warm-up call of each kind; by kind,
     the outcomes and the wall seconds."""
-    stream_synthesis(stub, TEXTS[0], args.decoder, 0)
+    stream_synthesis(stub, TEXTS[0], synthesis_fields(args), 0)
     recognition(stub, audio)
     streaming_recognition(stub, audio)
-    synth = [lambda n, i=i: stream_synthesis(stub, TEXTS[(i + n) % len(TEXTS)], args.decoder, 1000 * n + i)
+    fields = synthesis_fields(args)
+    synth = [lambda n, i=i: stream_synthesis(stub, TEXTS[(i + n) % len(TEXTS)], fields, 1000 * n + i)
              for i in range(args.streams)]
     recognize = [lambda n: recognition(stub, audio) for _ in range(args.streams)]
     stream = [lambda n: streaming_recognition(stub, audio) for _ in range(args.streams)]
@@ -298,7 +308,7 @@ def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespa
     def client(index: int) -> None:
         turn = 0
         while time.monotonic() < stop_at:
-            calls = (lambda: stream_synthesis(stub, TEXTS[turn % len(TEXTS)], args.decoder, turn),
+            calls = (lambda: stream_synthesis(stub, TEXTS[turn % len(TEXTS)], synthesis_fields(args), turn),
                      lambda: recognition(stub, audio), lambda: streaming_recognition(stub, audio))
             outcome = calls[(turn + index) % len(calls)]()
             with lock:
@@ -416,6 +426,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of the server")
     parser.add_argument("--decoder", default="semiar", help="TTS decoder (semiar streams block by block)")
+    parser.add_argument("--steps", type=int, default=None, help="first-codebook passes asked for (default: the decoder's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale asked for (default: the decoder's)")
+    parser.add_argument("--fine-guidance", type=float, default=None,
+                        help="guidance of the fine pass asked for (default: the decoder's)")
     parser.add_argument("--single", type=int, default=5, help="sequential streams for the one-stream latency")
     parser.add_argument("--streams", type=int, default=16, help="concurrent streams (and recognitions)")
     parser.add_argument("--max-batch", type=int, default=16, help="batch size compared with 1")
@@ -447,7 +461,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     deadline = Deadline(args.time_limit)
     models = (save_random_models(args.random, workdir / "models", args.codec) if args.random
               else ModelPaths(args.tts, args.asr, args.codec))
-    results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "streams": args.streams,
+    results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "steps": args.steps, "guidance": args.guidance,
+                               "fine_guidance": args.fine_guidance, "streams": args.streams,
                                "load_seconds": args.load_seconds, "batch_patience": args.batch_patience,
                                "models": f"random {args.random}-size" if args.random else "trained models",
                                "threads": args.threads, "max_batch": args.max_batch, "repeats": args.repeats,

@@ -188,13 +188,14 @@ def codec_ceiling_run(synth, teacher: Run) -> Run:
     return run
 
 
-def first_audio(synth, sentences: list[Row], voice: str, seed: int, n_threads: int) -> list[float]:
-    """Milliseconds from ``Synthesizer.stream`` (semiar) to its first chunk, per sentence."""
+def first_audio(synth, sentences: list[Row], voice: str, seed: int, n_threads: int,
+                decoding: dict | None = None) -> list[float]:
+    """Milliseconds from ``Synthesizer.stream`` (semiar, with the run's ``decoding`` options) to its first chunk."""
     from tqdm import tqdm
 
     from tokenspeech.tts import SynthesisOptions
 
-    options = SynthesisOptions(voice=voice, decoder="semiar", seed=seed)
+    options = SynthesisOptions(voice=voice, decoder="semiar", seed=seed, **(decoding or {}))
     warn_if_busy(n_threads)
     with threads(n_threads):
         next(synth.stream(sentences[0].text, options))  # warm-up
@@ -329,6 +330,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "they are filled in the fine passes)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance of nar/semiar (0 = off; default: each decoder's default)")
+    parser.add_argument("--fine-guidance", type=float, default=None,
+                        help="guidance of the fine pass alone (codebooks 2..K; default: as --guidance)")
     parser.add_argument("--temperature", type=float, default=None, help="first-codebook sampling temperature "
                         "(default: the synthesiser's)")
     parser.add_argument("--skip", default="", help=f"comma list of parts to leave out: {', '.join(SKIPPABLE)}")
@@ -381,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%d sentences, decoders %s, voices %s, %d thread(s)", len(sentences), ",".join(decoders),
                     ",".join(voices), args.threads)
         decoding = {name: getattr(args, name) for name in ("steps", "coarse_steps", "fine_passes", "guidance",
-                                                           "temperature")
+                                                           "fine_guidance", "temperature")
                     if getattr(args, name) is not None}
         synthesis_seed = args.seed if args.synthesis_seed is None else args.synthesis_seed
         runs = [synthesize_all(Ours(synth, d, v, synthesis_seed, decoding), "ours", sentences)
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         if "semiar" in decoders and "first-audio" not in skip:
             semiar = next(r for r in runs if r.decoder == "semiar" and r.voice in (TEACHER_VOICE, voices[0]))
             semiar.first_audio_ms = first_audio(synth, sentences, semiar.voice, synthesis_seed,
-                                                args.first_audio_threads)
+                                                args.first_audio_threads, decoding)
         if "judge" not in skip:
             judge_runs(runs, sentences, args.threads)
     if args.save_wavs:
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "foreign_cores_busy_at_start": foreign, "threads": args.threads,
         "first_audio_threads": args.first_audio_threads, "seed": args.seed, "synthesis_seed": synthesis_seed,
         "steps": args.steps, "coarse_steps": args.coarse_steps, "fine_passes": args.fine_passes, "guidance": args.guidance,
-        "temperature": args.temperature,
+        "fine_guidance": args.fine_guidance, "temperature": args.temperature,
         "sentences": [{"id": s.id, "text": s.text} for s in sentences],
         "systems": [r.summary() for r in runs], "checks": verdicts,
     }

@@ -160,17 +160,21 @@ def test_block_passes_asking_for_different_codebooks_share_one_pass_and_get_thei
         torch.testing.assert_close(written[..., :end, :], state.cache.buffer.key[..., :end, :], atol=1e-5, rtol=1e-5)
 
 
-def _sessions(decoders: list[str], guidance: float = 0.0) -> list[tuple[str, SynthesisOptions]]:
+def _sessions(decoders: list[str], guidance: float = 0.0,
+              fine_guidance: float | None = None) -> list[tuple[str, SynthesisOptions]]:
     return [(TEXTS[i % len(TEXTS)], SynthesisOptions(decoder=decoder, seed=i, steps=2, block_frames=4,
-                                                     guidance=guidance, voice=("joe", "espeak-us")[i % 2]))
+                                                     guidance=guidance, fine_guidance=fine_guidance,
+                                                     voice=("joe", "espeak-us")[i % 2]))
             for i, decoder in enumerate(decoders)]
 
 
-@pytest.mark.parametrize("decoders,guidance", [(["semiar"] * 4, 0.0), (["semiar"] * 3, 1.5), (["nar"] * 4, 0.0),
-                                               (["ar"] * 3, 0.0), (["semiar", "nar", "ar", "semiar"], 0.0)])
+@pytest.mark.parametrize("decoders,guidance,fine_guidance", [
+    (["semiar"] * 4, 0.0, None), (["semiar"] * 3, 1.5, None), (["semiar"] * 3, 0.0, 2.0), (["nar"] * 4, 0.0, None),
+    (["ar"] * 3, 0.0, None), (["semiar", "nar", "ar", "semiar"], 0.0, None)])
 def test_sessions_run_together_get_the_tokens_and_audio_they_get_alone(synth: Synthesizer, batch_sizes: Counter,
-                                                                      decoders: list[str], guidance: float) -> None:
-    sessions = _sessions(decoders, guidance)
+                                                                      decoders: list[str], guidance: float,
+                                                                      fine_guidance: float | None) -> None:
+    sessions = _sessions(decoders, guidance, fine_guidance)
     alone_tokens = [list(calls.outputs(synth._sentence_tokens(synth.sentences(t), o, {}))) for t, o in sessions]
     alone_chunks = [list(synth.stream(t, o)) for t, o in sessions]
     batch_sizes.clear()

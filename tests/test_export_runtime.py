@@ -233,12 +233,15 @@ def test_codec_runtime_matches_native(exported: Exported, rt: runtime.Runtime) -
 # ----------------------------------------------------------------------------- pipelines on both backends
 
 
-@pytest.mark.parametrize("decoder", ["nar", "semiar", "ar"])
-def test_synthesizer_on_onnx_equals_pytorch(exported: Exported, rt: runtime.Runtime, decoder: str) -> None:
+@pytest.mark.parametrize("decoder,fine_guidance", [("nar", None), ("semiar", None), ("ar", None), ("semiar", 2.0)])
+def test_synthesizer_on_onnx_equals_pytorch(exported: Exported, rt: runtime.Runtime, decoder: str,
+                                            fine_guidance: float | None) -> None:
     torch_synth = Synthesizer(exported.tts, exported.codec)
     onnx_synth = rt.synthesizer()
     assert onnx_synth.voices == torch_synth.voices and onnx_synth.sample_rate == torch_synth.sample_rate
-    options = SynthesisOptions(voice="espeak-us", decoder=decoder, seed=3, guidance=1.0 if decoder != "ar" else 0.0)
+    guidance = 0.0 if decoder == "ar" or fine_guidance is not None else 1.0  # semiar + fine_guidance: fine pass alone
+    options = SynthesisOptions(voice="espeak-us", decoder=decoder, seed=3, guidance=guidance,
+                               fine_guidance=fine_guidance)
     expected, actual = torch_synth.synthesize(TEXT, options), onnx_synth.synthesize(TEXT, options)
     assert [s.frames for s in actual.sentences] == [s.frames for s in expected.sentences]
     _close(actual.audio, expected.audio, atol=1e-3)

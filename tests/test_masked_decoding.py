@@ -25,7 +25,7 @@ class FakeMasked:
         out = np.zeros((batch, len(codebooks), frames, V), dtype=np.float32)
         for g, k in enumerate(codebooks):
             phase = (np.arange(frames)[None, :, None] * 0.7 + k + visible[:, :, None] * 0.3 + np.arange(V) * 1.3)
-            out[:, g] = np.sin(phase) * 3 + (0.5 if unconditional else 0.0)
+            out[:, g] = np.sin(phase + (1.0 if unconditional else 0.0)) * 3
         return out, state
 
 
@@ -102,6 +102,34 @@ def test_guidance_asks_for_unconditional_logits() -> None:
     options = MaskedDecodingOptions(steps=3, guidance=1.5)
     MaskedIterativeDecoder(options).run(model, None, np.full((1, 2, 9), MASK, dtype=np.int64))
     assert [u for _, u in model.calls] == [False, True] * 4
+
+
+@pytest.mark.parametrize("guidance,fine_guidance,expected", [
+    (0.0, 2.0, [False] * 3 + [False, True]),  # only the fine pass guided
+    (1.5, 0.0, [False, True] * 3 + [False]),  # only the first codebook's passes guided
+    (1.5, None, [False, True] * 4),  # None: the fine pass follows ``guidance``
+])
+def test_fine_guidance_sets_the_fine_pass_apart(guidance: float, fine_guidance: float | None,
+                                                expected: list[bool]) -> None:
+    model = FakeMasked()
+    options = MaskedDecodingOptions(steps=3, guidance=guidance, fine_guidance=fine_guidance)
+    tokens, _ = MaskedIterativeDecoder(options).run(model, None, np.full((1, 3, 9), MASK, dtype=np.int64))
+    assert [u for _, u in model.calls] == expected and not (tokens == MASK).any()
+    assert options.uses_guidance
+
+
+def test_fine_guidance_changes_only_the_fine_codebooks() -> None:
+    start = np.full((1, 3, 9), MASK, dtype=np.int64)
+
+    def run(fine_guidance: float) -> np.ndarray:
+        options = MaskedDecodingOptions(steps=3, fine_guidance=fine_guidance, seed=5)
+        return MaskedIterativeDecoder(options).run(FakeMasked(), None, start)[0]
+
+    plain, guided = run(0.0), run(4.0)
+    assert np.array_equal(plain[:, 0], guided[:, 0])  # codebook 1 is decoded without guidance either way
+    assert not np.array_equal(plain[:, 1:], guided[:, 1:])
+    with pytest.raises(ValueError, match="fine_guidance"):
+        MaskedDecodingOptions(fine_guidance=-1.0)
 
 
 class FakeBlocks:

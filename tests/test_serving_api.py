@@ -90,8 +90,18 @@ def test_guidance_unset_means_the_decoders_default_and_zero_turns_it_off(stub) -
 
     default, off, explicit = say(), say(guidance=0.0), say(guidance=2.0)  # nar: guidance 2 by default
     assert default == explicit and default != off
-    semiar = say(decoder="semiar")  # semiar: unguided by default
-    assert semiar == say(decoder="semiar", guidance=0.0) != say(decoder="semiar", guidance=2.0)
+    semiar = say(decoder="semiar")  # semiar: only its fine pass is guided by default
+    assert semiar == say(decoder="semiar", fine_guidance=2.0) != say(decoder="semiar", guidance=0.0)
+
+
+def test_fine_guidance_is_a_request_option(stub) -> None:
+    def say(**config) -> bytes:
+        return stub.Synthesize(pb.SynthesizeRequest(text="Good morning.", config=pb.SynthesisConfig(
+            seed=3, decoder="semiar", **config))).audio
+
+    plain = say(guidance=0.0, fine_guidance=0.0)
+    assert say(guidance=0.0) == plain  # an explicit guidance sets the fine pass too unless it is given
+    assert say(guidance=0.0, fine_guidance=2.0) != plain
 
 
 def test_float32_resampled_and_ogg_opus_outputs(stub) -> None:
@@ -212,6 +222,8 @@ def test_bad_synthesis_requests_get_actionable_errors(stub) -> None:
     expect_error(invalid, "steps must be", say, pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(steps=999)))
     expect_error(invalid, "guidance must be in 0..10", say,
                  pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(guidance=-1.0)))
+    expect_error(invalid, "fine_guidance must be in 0..10", say,
+                 pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(fine_guidance=12.0)))
     expect_error(invalid, "Ogg-Opus works at", say, pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(
         audio_format=pb.AudioFormat(encoding=pb.OGG_OPUS, sample_rate_hz=22050))))
     expect_error(invalid, "give a rate in 8000..48000", say, pb.SynthesizeRequest(text=TEXT, config=pb.SynthesisConfig(

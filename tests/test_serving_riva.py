@@ -35,7 +35,7 @@ def wav_bytes(audio: np.ndarray, rate: int = 16000) -> bytes:
 
 def test_riva_tts_synthesize_and_online_give_the_same_pcm(auth: riva.client.Auth) -> None:
     tts = riva.client.SpeechSynthesisService(auth)
-    options = {"decoder": "semiar", "seed": "4", "guidance": "1.5"}
+    options = {"decoder": "semiar", "seed": "4", "guidance": "1.5", "fine_guidance": "2"}
     offline = tts.synthesize(TEXT, voice_name="espeak-us", sample_rate_hz=16000, custom_configuration=options)
     assert len(offline.audio) > 0 and offline.meta.text == TEXT
     online = list(tts.synthesize_online(TEXT, voice_name="espeak-us", sample_rate_hz=16000,

@@ -318,6 +318,23 @@ def test_nar_is_guided_by_default_and_guidance_can_be_turned_off(synth: Synthesi
         synth.synthesize("Hello.", SynthesisOptions(guidance=-1.0))
 
 
+def test_semiar_guides_its_fine_pass_alone_by_default(synth: Synthesizer) -> None:
+    assert SynthesisOptions(decoder="semiar").resolved_guidance == 0.0
+    assert SynthesisOptions(decoder="semiar").resolved_fine_guidance == 2.0  # the default: the fine pass alone
+    assert SynthesisOptions(decoder="semiar", guidance=0.0).resolved_fine_guidance == 0.0  # 0 turns all guidance off
+    assert SynthesisOptions(decoder="nar").resolved_fine_guidance == 2.0  # unset: as the decoder's guidance
+    assert SynthesisOptions(decoder="nar", guidance=1.0).resolved_fine_guidance == 1.0
+    text = "Hello there, this is a longer sentence."
+    options = SynthesisOptions(decoder="semiar", seed=2, block_frames=4, fine_guidance=2.0)
+    guided = synth.synthesize(text, options)
+    plain = synth.synthesize(text, SynthesisOptions(decoder="semiar", seed=2, block_frames=4, guidance=0.0))
+    streamed = np.concatenate([chunk.audio for chunk in synth.stream(text, options)])
+    assert len(guided.audio) == len(plain.audio) and not np.array_equal(guided.audio, plain.audio)
+    assert np.allclose(streamed, guided.audio, atol=1e-4)  # the unconditional cache streams like the conditional
+    with pytest.raises(ConfigError, match="fine_guidance"):
+        synth.synthesize("Hello.", SynthesisOptions(fine_guidance=11.0))
+
+
 # ----------------------------------------------------------------------------- artifacts
 
 

@@ -10,7 +10,10 @@ schedule and reaches 0 after exactly ``steps`` passes. Tokens once fixed
 never change. Codebooks 2..K are then predicted coarse-to-fine in
 ``fine_passes`` passes (1 = all at once, K-1 = one codebook per pass),
 greedily by default. Optional classifier-free guidance mixes conditional and
-unconditional logits: ``cond + guidance * (cond - uncond)``.
+unconditional logits: ``cond + guidance * (cond - uncond)``; ``fine_guidance``
+sets the scale of the fine passes apart (e.g. to guide only the pass that
+predicts codebook 2 from codebook 1, where most words are lost, for one extra
+pass instead of one per pass).
 
 Masked positions are ``MASK`` (-1) in the NumPy token arrays; the backend
 maps them to its mask embedding. Positions the caller fills in beforehand
@@ -58,6 +61,7 @@ class MaskedDecodingOptions:
     fine_sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(temperature=0.0))
     noise: float = 1.0  # Gumbel noise scale on confidences at the first step, fading linearly to 0
     guidance: float = 0.0
+    fine_guidance: float | None = None  # guidance of the fine passes; None = ``guidance``
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,8 +71,17 @@ class MaskedDecodingOptions:
             raise ValueError("fine_passes must be >= 1")
         if any(int(s) < 1 for s in self.coarse_steps):
             raise ValueError("every coarse_steps entry must be >= 1")
-        if self.noise < 0 or self.guidance < 0:
-            raise ValueError("noise and guidance must be >= 0")
+        if self.noise < 0 or self.guidance < 0 or (self.fine_guidance or 0.0) < 0:
+            raise ValueError("noise, guidance and fine_guidance must be >= 0")
+
+    @property
+    def resolved_fine_guidance(self) -> float:
+        return self.guidance if self.fine_guidance is None else self.fine_guidance
+
+    @property
+    def uses_guidance(self) -> bool:
+        """Whether any pass needs the unconditional side (a block model must be prepared for it)."""
+        return self.guidance > 0 or self.resolved_fine_guidance > 0
 
 
 @dataclass(frozen=True)
@@ -152,7 +165,7 @@ class MaskedIterativeDecoder:
                 continue
             schedules = [cosine_schedule(int(m), steps) for m in masked.sum(axis=1)]
             for step in range(steps):
-                scores, state = yield from self._logits(logits, tokens, (k,), state)
+                scores, state = yield from self._logits(logits, tokens, (k,), state, self.options.guidance)
                 tokens = self._unmask_step(tokens, k, scores[:, 0], [s[step] for s in schedules],
                                            (step + 1) / steps, sampling, rng)
                 yield MaskedStep((k,), step, tokens.copy(), state)
@@ -161,20 +174,22 @@ class MaskedIterativeDecoder:
             if len(group) == 0:
                 continue
             codebooks = tuple(int(k) for k in group)
-            scores, state = yield from self._logits(logits, tokens, codebooks, state)
+            scores, state = yield from self._logits(logits, tokens, codebooks, state,
+                                                    self.options.resolved_fine_guidance)
             chosen = select_tokens(scores, self.options.fine_sampling, rng)  # [B, G, F]
             for g, k in enumerate(codebooks):
                 tokens[:, k] = np.where(tokens[:, k] == MASK, chosen[:, g], tokens[:, k])
             yield MaskedStep(codebooks, step, tokens.copy(), state)
         return tokens, state
 
-    def _logits(self, logits: LogitsCall, tokens: np.ndarray, codebooks: tuple[int, ...],
-                state: object) -> Program[tuple[np.ndarray, object]]:
+    @staticmethod
+    def _logits(logits: LogitsCall, tokens: np.ndarray, codebooks: tuple[int, ...],
+                state: object, guidance: float) -> Program[tuple[np.ndarray, object]]:
         scores, state = yield logits(tokens, codebooks, state, False)
         scores = scores.astype(np.float32, copy=False)
-        if self.options.guidance > 0:
+        if guidance > 0:
             uncond, state = yield logits(tokens, codebooks, state, True)
-            scores = scores + self.options.guidance * (scores - uncond.astype(np.float32, copy=False))
+            scores = scores + guidance * (scores - uncond.astype(np.float32, copy=False))
         return scores, state
 
     def _unmask_step(self, tokens: np.ndarray, codebook: int, logits: np.ndarray, remaining: Sequence[int],

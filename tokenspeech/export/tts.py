@@ -162,8 +162,8 @@ def graph_specs(model: TtsModel, names: TtsNames = NAMES) -> dict[str, GraphSpec
 def export_tts_onnx(bundle: TtsBundle, out_dir: Path, post: PostProcess = PostProcess(),
                     prefix: str = "tts") -> dict[str, Any]:
     """Write every TTS graph into ``out_dir``; returns the model's manifest entry (``models.tts``)."""
-    from tokenspeech.tts.pipeline import (DEFAULT_DECODER, DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
-                                          SynthesisOptions)
+    from tokenspeech.tts.pipeline import (DEFAULT_DECODER, DEFAULT_FINE_GUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS,
+                                          DEFAULT_TEMPERATURE, SynthesisOptions)
 
     model = bundle.model.eval()
     config = model.config
@@ -177,7 +177,7 @@ def export_tts_onnx(bundle: TtsBundle, out_dir: Path, post: PostProcess = PostPr
         "codec": {**bundle.codec.to_json(), "codebooks_used": config.num_codebooks},
         "g2p": {"engine": "espeak-ng", "language": bundle.g2p_language},
         "decoding": {"decoder": DEFAULT_DECODER, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
-                     "voice": defaults.voice,
+                     "fine_guidance": DEFAULT_FINE_GUIDANCE, "voice": defaults.voice,
                      "temperature": DEFAULT_TEMPERATURE, "top_k": defaults.top_k,
                      "block_frames": defaults.block_frames, "fine_passes": defaults.fine_passes},
         "card": {k: v for k, v in bundle.card.items() if k in ("training", "metrics", "parameters")},

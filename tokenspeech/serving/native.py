@@ -43,7 +43,8 @@ def synthesis_request(config: pb.SynthesisConfig) -> SynthesisRequest:
     return SynthesisRequest(model=config.model, voice=config.voice, decoder=config.decoder, steps=config.steps,
                             seed=config.seed, rate=config.rate, encoding=_encoding(fmt.encoding, PCM16),
                             sample_rate=fmt.sample_rate_hz,
-                            guidance=config.guidance if config.HasField("guidance") else None)
+                            guidance=config.guidance if config.HasField("guidance") else None,
+                            fine_guidance=config.fine_guidance if config.HasField("fine_guidance") else None)
 
 
 def recognition_request(config: pb.RecognitionConfig) -> RecognitionRequest:

@@ -4,7 +4,8 @@ Uses the generated servicers shipped in the ``nvidia-riva-client`` package.
 How Riva fields map onto ours:
 
 - TTS ``voice_name``: ``VOICE`` of the default model or ``MODEL.VOICE``; empty = the default voice.
-  ``custom_configuration`` may set ``model``, ``decoder``, ``steps``, ``seed``, ``rate`` and ``guidance``.
+  ``custom_configuration`` may set ``model``, ``decoder``, ``steps``, ``seed``, ``rate``,
+  ``guidance`` and ``fine_guidance``.
 - ``encoding``: ``LINEAR_PCM`` (raw PCM16, a leading WAV header is skipped on input) or ``OGGOPUS``.
 - ASR ``RecognitionConfig.model`` names our ASR model; ``custom_configuration`` may set ``decoder``.
   Word times (``enable_word_time_offsets``) are in milliseconds, as in Riva.
@@ -33,7 +34,7 @@ TTS_SERVICE_NAME = rtts.DESCRIPTOR.services_by_name["RivaSpeechSynthesis"].full_
 ASR_SERVICE_NAME = rasr.DESCRIPTOR.services_by_name["RivaSpeechRecognition"].full_name
 LANGUAGE = "en-US"
 _ENCODINGS = {raudio.LINEAR_PCM: PCM16, raudio.OGGOPUS: OGG_OPUS}
-_TTS_KEYS = ("model", "decoder", "steps", "seed", "rate", "guidance")
+_TTS_KEYS = ("model", "decoder", "steps", "seed", "rate", "guidance", "fine_guidance")
 _ASR_KEYS = ("decoder",)
 
 
@@ -61,6 +62,10 @@ def _number(custom: dict[str, str], key: str, kind: type) -> int | float:
         raise ConfigError(f"custom_configuration {key}={custom[key]!r} is not a number") from error
 
 
+def _optional_float(custom: dict[str, str], key: str) -> float | None:
+    return float(_number(custom, key, float)) if key in custom else None
+
+
 def _check_language(code: str) -> None:
     if code and not code.lower().startswith("en"):
         raise ConfigError(f"language {code!r} is not available; this server speaks and recognises {LANGUAGE}")
@@ -76,7 +81,8 @@ def synthesis_request(request: rtts.SynthesizeSpeechRequest) -> SynthesisRequest
                             steps=int(_number(custom, "steps", int)), seed=int(_number(custom, "seed", int)),
                             rate=float(_number(custom, "rate", float)),
                             encoding=_encoding(request.encoding, PCM16), sample_rate=request.sample_rate_hz,
-                            guidance=float(_number(custom, "guidance", float)) if "guidance" in custom else None)
+                            guidance=_optional_float(custom, "guidance"),
+                            fine_guidance=_optional_float(custom, "fine_guidance"))
 
 
 def recognition_request(config: rasr.RecognitionConfig, interim: bool = False) -> RecognitionRequest:

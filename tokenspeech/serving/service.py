@@ -60,6 +60,7 @@ class SynthesisRequest:
     encoding: str = PCM16
     sample_rate: int = 0  # 0 = the model's rate
     guidance: float | None = None  # None = the decoder's default
+    fine_guidance: float | None = None  # None = the decoder's default
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class SpeechService:
             raise NotFoundError(f"unknown voice {voice!r} for TTS model {entry.name!r}; it has: {', '.join(voices)}")
         options = SynthesisOptions(voice=voice, decoder=request.decoder or DEFAULT_DECODER,
                                    steps=request.steps or None, seed=int(request.seed), rate=request.rate or 1.0,
-                                   guidance=request.guidance)
+                                   guidance=request.guidance, fine_guidance=request.fine_guidance)
         verify_options(options, voices)
         fmt = AudioFormat(request.encoding or PCM16, request.sample_rate or entry.engine.sample_rate)
         return _Synthesis(entry, options, fmt)

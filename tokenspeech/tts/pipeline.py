@@ -56,13 +56,22 @@ logger = logging.getLogger(__name__)
 
 DECODERS = ("nar", "semiar", "ar")
 DEFAULT_DECODER = "nar"
-DEFAULT_STEPS = {"nar": 3, "semiar": 3, "ar": 1}  # first-codebook passes (per block for semiar; unused by ar)
+# First-codebook passes (per block for semiar; unused by ar). semiar: one pass, since its fine pass is guided
+# (below): 1 / 2 / 3 passes gave judge WER 9.1 / 9.1 / 8.6 % on 200 dev sentences at CPU RTF 0.072 / 0.084 / 0.108,
+# and 8.0 / - / 7.5 % on 200 test ones at 0.072 / - / 0.121 (docs/tts.md, session 19); the old default, 3 unguided
+# passes, gave 11.2 % (dev) and 10.1 % (test) at 0.088.
+DEFAULT_STEPS = {"nar": 3, "semiar": 1, "ar": 1}
 # Classifier-free guidance scale per decoder. nar: 3 guided passes cost what 6 unguided ones did (RTF 0.040 vs
 # 0.038) and cut judge WER 10.9 -> 8.6 % (60 test sentences) and 15.1 -> 12.9 % (30 others; docs/tts.md, session 6).
 # ar: guidance applies to its one masked fine pass (+11 % CPU): 12.9 -> 10.8 % and 16.1 -> 15.5 % on the same sets.
 # semiar stays unguided: guidance 2 gives 11.9 -> 8.6 % but costs 1.5x CPU, and 16 served streams fell from 144/144
 # to 100/112 faster than real time (docs/tts.md, session 8).
 DEFAULT_GUIDANCE = {"nar": 2.0, "semiar": 0.0, "ar": 2.0}
+# Guidance of the fine pass (codebooks 2..K from codebook 1) apart from the first codebook's passes; None = as
+# DEFAULT_GUIDANCE. semiar guides its fine pass alone: with 3 first-codebook passes that is one pass more per block
+# for judge WER 11.2 -> 8.6 % on 200 dev sentences and 10.1 -> 7.5 % on 200 test ones, where guiding every pass gave
+# 8.9 % on dev at twice the passes (docs/tts.md, session 19); most words are lost where codebook 2 is predicted.
+DEFAULT_FINE_GUIDANCE: dict[str, float | None] = {"nar": None, "semiar": 2.0, "ar": None}
 # First-codebook sampling temperature per decoder (0 = greedy). semiar: greedy gave judge WER 14.1 -> 11.8 % on 60 dev
 # sentences and 15.4 -> 10.3 % on 60 test sentences against 0.8, at less CPU (docs/tts.md, session 10); nar (10.0 /
 # 10.1 / 10.1 % at 0.8 / 0.4 / 0 on dev) and ar (11.1 / 10.2 / 10.4 %) were flat within the judge's noise.
@@ -86,6 +95,7 @@ class SynthesisOptions:
     temperature: float | None = None  # first codebook sampling (AR and masked); 0 = greedy; None = DEFAULT_TEMPERATURE
     top_k: int = 50  # 0 = no cut
     guidance: float | None = None  # classifier-free guidance of the masked passes; 0 = off; None = DEFAULT_GUIDANCE
+    fine_guidance: float | None = None  # guidance of the fine pass alone; None = DEFAULT_FINE_GUIDANCE, else guidance
     block_frames: int = 16  # semiar block size in 40 ms frames (640 ms: half the per-block overhead of 8)
     coarse_steps: tuple[int, ...] = ()  # passes for codebooks 2, 3, ... unmasked iteratively like the first
     fine_passes: int = 1  # passes for the codebooks after those (nar, semiar, ar)
@@ -97,6 +107,13 @@ class SynthesisOptions:
     @property
     def resolved_guidance(self) -> float:
         return DEFAULT_GUIDANCE[self.decoder] if self.guidance is None else self.guidance
+
+    @property
+    def resolved_fine_guidance(self) -> float:
+        if self.fine_guidance is not None:
+            return self.fine_guidance
+        default = DEFAULT_FINE_GUIDANCE[self.decoder]
+        return self.resolved_guidance if default is None or self.guidance is not None else default
 
     @property
     def resolved_temperature(self) -> float:
@@ -116,6 +133,7 @@ def verify_options(options: SynthesisOptions, voices: tuple[str, ...]) -> None:
         (options.temperature is None or 0.0 <= options.temperature <= 2.0, "temperature must be in 0..2"),
         (options.top_k >= 0, "top_k must be >= 0"),
         (options.guidance is None or 0.0 <= options.guidance <= 10.0, "guidance must be in 0..10"),
+        (options.fine_guidance is None or 0.0 <= options.fine_guidance <= 10.0, "fine_guidance must be in 0..10"),
         (1 <= options.block_frames <= MAX_BLOCK_FRAMES, f"block_frames must be 1..{MAX_BLOCK_FRAMES}"),
         (options.fine_passes >= 1, "fine_passes must be >= 1"),
         (all(1 <= int(s) <= MAX_STEPS for s in options.coarse_steps), f"coarse_steps entries must be 1..{MAX_STEPS}"),
@@ -212,7 +230,8 @@ def _sampling(options: SynthesisOptions) -> SamplingOptions:
 def _masked_options(options: SynthesisOptions, seed: int) -> MaskedDecodingOptions:
     return MaskedDecodingOptions(steps=options.resolved_steps, coarse_steps=tuple(options.coarse_steps),
                                  fine_passes=options.fine_passes,
-                                 sampling=_sampling(options), guidance=options.resolved_guidance, seed=seed)
+                                 sampling=_sampling(options), guidance=options.resolved_guidance,
+                                 fine_guidance=options.resolved_fine_guidance, seed=seed)
 
 
 def fill_masked_tokens(backend: TtsBackend, condition: Conditioning, tokens: np.ndarray,
@@ -240,8 +259,9 @@ class _SemiAR:
     def blocks(self, backend: TtsBackend, condition: Conditioning, options: SynthesisOptions,
                seed: int) -> Program[None]:
         model = backend.blocks()
-        decoder = SemiARDecoder(SemiARDecodingOptions(options.block_frames, _masked_options(options, seed)))
-        state = model.prepare(condition.cond, guidance=options.resolved_guidance > 0)
+        masked = _masked_options(options, seed)
+        decoder = SemiARDecoder(SemiARDecodingOptions(options.block_frames, masked))
+        state = model.prepare(condition.cond, guidance=masked.uses_guidance)
         blocks = calls.Outputs(decoder.stream(model, state, 1, backend.num_codebooks, condition.frames))
         while (block := (yield from blocks.next())) is not calls.END:
             yield block[0]

@@ -27,7 +27,7 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ...) -> None: ...
 
 class SynthesisConfig(_message.Message):
-    __slots__ = ("model", "voice", "decoder", "steps", "seed", "rate", "audio_format", "guidance")
+    __slots__ = ("model", "voice", "decoder", "steps", "seed", "rate", "audio_format", "guidance", "fine_guidance")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     DECODER_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class SynthesisConfig(_message.Message):
     RATE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_FIELD_NUMBER: _ClassVar[int]
+    FINE_GUIDANCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     voice: str
     decoder: str
@@ -44,7 +45,8 @@ class SynthesisConfig(_message.Message):
     rate: float
     audio_format: AudioFormat
     guidance: float
-    def __init__(self, model: _Optional[str] = ..., voice: _Optional[str] = ..., decoder: _Optional[str] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., rate: _Optional[float] = ..., audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., guidance: _Optional[float] = ...) -> None: ...
+    fine_guidance: float
+    def __init__(self, model: _Optional[str] = ..., voice: _Optional[str] = ..., decoder: _Optional[str] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., rate: _Optional[float] = ..., audio_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., guidance: _Optional[float] = ..., fine_guidance: _Optional[float] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("config", "text")
