@@ -13,6 +13,8 @@ Decoders (``SynthesisOptions.decoder``):
 - ``semiar``: blocks of ``block_frames`` frames (40 ms each), ``steps``
   passes per block, each block attending to the earlier ones through a KV
   cache; ``stream`` yields audio block by block (the low-latency path).
+  By default one greedy first-codebook pass and a guided fine pass
+  (``fine_guidance``): guidance where the words are decided, at one pass.
 - ``ar``: the causal codec LM samples the first codebook frame by frame
   (KV cache, :class:`ARDecoder`), the masked model fills in the others.
 
@@ -64,8 +66,8 @@ DEFAULT_STEPS = {"nar": 3, "semiar": 1, "ar": 1}
 # Classifier-free guidance scale per decoder. nar: 3 guided passes cost what 6 unguided ones did (RTF 0.040 vs
 # 0.038) and cut judge WER 10.9 -> 8.6 % (60 test sentences) and 15.1 -> 12.9 % (30 others; docs/tts.md, session 6).
 # ar: guidance applies to its one masked fine pass (+11 % CPU): 12.9 -> 10.8 % and 16.1 -> 15.5 % on the same sets.
-# semiar stays unguided: guidance 2 gives 11.9 -> 8.6 % but costs 1.5x CPU, and 16 served streams fell from 144/144
-# to 100/112 faster than real time (docs/tts.md, session 8).
+# semiar's first-codebook passes stay unguided: guiding every pass gave 11.9 -> 8.6 % but cost 1.5x CPU, and 16 served
+# streams fell from 144/144 to 100/112 faster than real time (docs/tts.md, session 8); its fine pass is guided below.
 DEFAULT_GUIDANCE = {"nar": 2.0, "semiar": 0.0, "ar": 2.0}
 # Guidance of the fine pass (codebooks 2..K from codebook 1) apart from the first codebook's passes; None = as
 # DEFAULT_GUIDANCE. semiar guides its fine pass alone: with 3 first-codebook passes that is one pass more per block
