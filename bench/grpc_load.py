@@ -258,11 +258,11 @@ class Deadline:
 
 
 def single_stream(stub: pb_grpc.SpeechStub, args: argparse.Namespace, deadline: Deadline) -> dict[str, Any]:
-    outcomes = []
+    outcomes, fields = [], synthesis_fields(args)
     for index in range(args.single):
         if deadline.passed():
             break
-        outcomes.append(stream_synthesis(stub, TEXTS[index % len(TEXTS)], synthesis_fields(args), index))
+        outcomes.append(stream_synthesis(stub, TEXTS[index % len(TEXTS)], fields, index))
     return summarise(outcomes)
 
 
@@ -274,10 +274,10 @@ def load_round(stub: pb_grpc.SpeechStub, args: argparse.Namespace, audio: bytes)
     """``--streams`` concurrent clients of streaming synthesis, then of unary recognition, then of streaming
     recognition, each for ``--load-seconds`` (closed loop) after one untimed warm-up call of each kind; by kind,
     the outcomes and the wall seconds."""
-    stream_synthesis(stub, TEXTS[0], synthesis_fields(args), 0)
+    fields = synthesis_fields(args)
+    stream_synthesis(stub, TEXTS[0], fields, 0)
     recognition(stub, audio)
     streaming_recognition(stub, audio)
-    fields = synthesis_fields(args)
     synth = [lambda n, i=i: stream_synthesis(stub, TEXTS[(i + n) % len(TEXTS)], fields, 1000 * n + i)
              for i in range(args.streams)]
     recognize = [lambda n: recognition(stub, audio) for _ in range(args.streams)]
@@ -304,11 +304,12 @@ def soak(server: ServerProcess, stub: pb_grpc.SpeechStub, args: argparse.Namespa
     stop_at = time.monotonic() + min(args.soak_minutes * 60, max(0.0, deadline.left()))
     outcomes: list[Outcome] = []
     lock = threading.Lock()
+    fields = synthesis_fields(args)
 
     def client(index: int) -> None:
         turn = 0
         while time.monotonic() < stop_at:
-            calls = (lambda: stream_synthesis(stub, TEXTS[turn % len(TEXTS)], synthesis_fields(args), turn),
+            calls = (lambda: stream_synthesis(stub, TEXTS[turn % len(TEXTS)], fields, turn),
                      lambda: recognition(stub, audio), lambda: streaming_recognition(stub, audio))
             outcome = calls[(turn + index) % len(calls)]()
             with lock:
@@ -426,8 +427,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of the server")
     parser.add_argument("--decoder", default="semiar", help="TTS decoder (semiar streams block by block)")
-    parser.add_argument("--steps", type=int, default=None, help="first-codebook passes asked for (default: the decoder's)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale asked for (default: the decoder's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="first-codebook passes asked for (default: the decoder's)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale asked for (default: the decoder's)")
     parser.add_argument("--fine-guidance", type=float, default=None,
                         help="guidance of the fine pass asked for (default: the decoder's)")
     parser.add_argument("--single", type=int, default=5, help="sequential streams for the one-stream latency")
@@ -461,8 +464,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     deadline = Deadline(args.time_limit)
     models = (save_random_models(args.random, workdir / "models", args.codec) if args.random
               else ModelPaths(args.tts, args.asr, args.codec))
-    results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "steps": args.steps, "guidance": args.guidance,
-                               "fine_guidance": args.fine_guidance, "streams": args.streams,
+    results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "steps": args.steps,
+                               "guidance": args.guidance, "fine_guidance": args.fine_guidance, "streams": args.streams,
                                "load_seconds": args.load_seconds, "batch_patience": args.batch_patience,
                                "models": f"random {args.random}-size" if args.random else "trained models",
                                "threads": args.threads, "max_batch": args.max_batch, "repeats": args.repeats,
