@@ -29,6 +29,7 @@ from tokenspeech.asr.model_io import AsrBundle, load_asr_model, save_asr_model
 from tokenspeech.asr.recognizer import RecognizerOptions, TorchRecognizer
 from tokenspeech.asr.torch_backend import TorchAttentionStep, TorchBlockDecoder
 from tokenspeech.codecs.native import NativeCodec, load_native_codec, save_native_codec
+from tokenspeech.decoding.masked import BOTH
 from tokenspeech.errors import ConfigError, ModelLoadError
 from tokenspeech.export.manifest import AsrNames, TtsNames
 from tokenspeech.runtime.asr import OnnxAsrBackend
@@ -124,7 +125,7 @@ def test_tts_graphs_match_torch_at_other_shapes(exported: Exported) -> None:
     cond = torch_condition.cond
     tokens = np.random.default_rng(0).integers(-1, 32, size=(1, 3, cond.shape[1]))
     masked_onnx, masked_torch = backend.masked(), TorchTtsBackend(model).masked()
-    for codebooks, unconditional in (((0,), False), ((1, 2), True), ((0, 2), False)):
+    for codebooks, unconditional in (((0,), False), ((1, 2), True), ((0, 2), False), ((0,), BOTH)):
         expected, _ = masked_torch.logits(tokens, codebooks, masked_torch.prepare(cond), unconditional)
         actual, _ = masked_onnx.logits(tokens, codebooks, masked_onnx.prepare(cond.numpy()), unconditional)
         _close(actual, expected)
@@ -147,7 +148,7 @@ def test_semiar_block_graph_matches_torch(exported: Exported) -> None:
     rng = np.random.default_rng(3)
     for start, size in ((0, 4), (4, 3), (7, 5)):
         block = rng.integers(-1, 32, size=(1, 3, size))
-        for unconditional in (False, True):
+        for unconditional in (False, True, BOTH):
             actual, state_onnx = blocks_onnx.block_logits(block, start, (0, 1), state_onnx, unconditional)
             expected, state_torch = blocks_torch.block_logits(block, start, (0, 1), state_torch, unconditional)
             _close(actual, expected)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokenspeech.decoding.masked import MASK, MaskedDecodingOptions, MaskedIterativeDecoder, cosine_schedule
+from tokenspeech.decoding.calls import Call
+from tokenspeech.decoding.masked import (
+    BOTH,
+    MASK,
+    MaskedDecodingOptions,
+    MaskedIterativeDecoder,
+    cosine_schedule,
+    keep_state,
+    run_sided,
+    sides,
+)
 from tokenspeech.decoding.sampling import SamplingOptions
 from tokenspeech.decoding.semiar import SemiARDecoder, SemiARDecodingOptions
 
@@ -20,13 +30,19 @@ class FakeMasked:
 
     def logits(self, tokens, codebooks, state, unconditional=False):
         self.calls.append((tuple(codebooks), unconditional))
+        if unconditional == BOTH:
+            return np.stack([self._side(tokens, codebooks, False), self._side(tokens, codebooks, True)]), state
+        return self._side(tokens, codebooks, unconditional), state
+
+    @staticmethod
+    def _side(tokens, codebooks, unconditional):
         batch, _, frames = tokens.shape
         visible = np.where(tokens == MASK, 0, tokens + 1).sum(axis=1)  # [B, F]
         out = np.zeros((batch, len(codebooks), frames, V), dtype=np.float32)
         for g, k in enumerate(codebooks):
             phase = (np.arange(frames)[None, :, None] * 0.7 + k + visible[:, :, None] * 0.3 + np.arange(V) * 1.3)
             out[:, g] = np.sin(phase + (1.0 if unconditional else 0.0)) * 3
-        return out, state
+        return out
 
 
 @pytest.mark.parametrize("masked,steps", [(40, 8), (8, 8), (100, 1), (17, 5)])
@@ -97,17 +113,44 @@ def test_seed_determinism() -> None:
     assert not np.array_equal(run(1), run(2))
 
 
-def test_guidance_asks_for_unconditional_logits() -> None:
+def test_a_guided_pass_is_one_call_for_both_sides() -> None:
     model = FakeMasked()
     options = MaskedDecodingOptions(steps=3, guidance=1.5)
     MaskedIterativeDecoder(options).run(model, None, np.full((1, 2, 9), MASK, dtype=np.int64))
-    assert [u for _, u in model.calls] == [False, True] * 4
+    assert [u for _, u in model.calls] == [BOTH] * 4
+
+
+class OneSidedOnly(FakeMasked):
+    """Refuses BOTH: the decoding before guided passes became one call, as the reference."""
+
+    def logits(self, tokens, codebooks, state, unconditional=False):
+        assert unconditional != BOTH
+        return super().logits(tokens, codebooks, state, unconditional)
+
+
+def test_guided_tokens_equal_two_one_sided_passes_mixed() -> None:
+    """``cond + g * (cond - uncond)`` from one BOTH call equals the same from two one-sided calls."""
+    options = MaskedDecodingOptions(steps=3, guidance=1.5, seed=4)
+    tokens = np.full((2, 3, 11), MASK, dtype=np.int64)
+    one_call, _ = MaskedIterativeDecoder(options).run(FakeMasked(), None, tokens)
+
+    class SplitBoth(FakeMasked):
+        def logits(self, tokens_, codebooks, state, unconditional=False):
+            if unconditional == BOTH:  # the backends' way: one-sided calls in one batch
+                return run_sided([Call(self.logits, (tokens_, codebooks, state, BOTH))], 3,
+                                 lambda flat: [OneSidedOnly().logits(*c.args) for c in flat], keep_state)[0]
+            return super().logits(tokens_, codebooks, state, unconditional)
+
+    assert np.array_equal(one_call, MaskedIterativeDecoder(options).run(SplitBoth(), None, tokens)[0])
+    assert sides(BOTH) == (False, True) and sides(True) == (True,) and sides(False) == (False,)
+    with pytest.raises(ValueError, match="unconditional"):
+        sides("uncond")
 
 
 @pytest.mark.parametrize("guidance,fine_guidance,expected", [
-    (0.0, 2.0, [False] * 3 + [False, True]),  # only the fine pass guided
-    (1.5, 0.0, [False, True] * 3 + [False]),  # only the first codebook's passes guided
-    (1.5, None, [False, True] * 4),  # None: the fine pass follows ``guidance``
+    (0.0, 2.0, [False] * 3 + [BOTH]),  # only the fine pass guided
+    (1.5, 0.0, [BOTH] * 3 + [False]),  # only the first codebook's passes guided
+    (1.5, None, [BOTH] * 4),  # None: the fine pass follows ``guidance``
 ])
 def test_fine_guidance_sets_the_fine_pass_apart(guidance: float, fine_guidance: float | None,
                                                 expected: list[bool]) -> None:

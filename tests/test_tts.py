@@ -20,7 +20,7 @@ import torch
 
 from tokenspeech.codecs.native import save_native_codec
 from tokenspeech.decoding.ar import ARDecoder, ARDecodingOptions
-from tokenspeech.decoding.masked import MASK
+from tokenspeech.decoding.masked import BOTH, MASK
 from tokenspeech.errors import ConfigError, ModelLoadError, TextError
 from tokenspeech.models.aligner import (
     Aligner,
@@ -131,6 +131,51 @@ def test_block_causal_training_pass_equals_cached_blockwise_inference() -> None:
         np.testing.assert_allclose(logits, full[:, :, start:start + block].numpy(), atol=1e-4, rtol=1e-4)
         state = blocks.commit(piece, start, state)
         assert state.cache.length == min(start + block, frames)
+
+
+def test_a_guided_block_pass_equals_its_two_sides_and_commits_both_without_a_pass(monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = TtsModel(tiny_tts_config()).eval()
+    frames, block = 10, 4
+    cond = torch.randn(1, frames, 32)
+    tokens = np.random.default_rng(1).integers(0, 32, size=(1, 3, frames))
+    tokens[:, model.config.context_codebooks:] = MASK  # the committed view: commit may keep the pass' keys
+    blocks = TorchTtsBackend(model).blocks()
+    one_sided, guided = blocks.prepare(cond, guidance=True), blocks.prepare(cond, guidance=True)
+    passes = []
+    step_into = model.codec.transformer.step_into
+
+    def counting(x, streams):
+        passes.append(x.shape[0])
+        return step_into(x, streams)
+
+    monkeypatch.setattr(model.codec.transformer, "step_into", counting)
+    for start in range(0, frames, block):
+        piece = tokens[:, :, start:start + block]
+        conditional, one_sided = blocks.block_logits(piece, start, [0, 1], one_sided, False)
+        unconditional, one_sided = blocks.block_logits(piece, start, [0, 1], one_sided, True)
+        passes.clear()
+        both, guided = blocks.block_logits(piece, start, [0, 1], guided, BOTH)
+        assert passes == [2]  # one pass of two rows
+        np.testing.assert_allclose(both, np.stack([conditional, unconditional]), atol=1e-5, rtol=1e-5)
+        one_sided = blocks.commit(piece, start, one_sided)
+        passes.clear()
+        guided = blocks.commit(piece, start, guided)
+        assert passes == []  # both sides' keys kept
+        assert guided.cache.length == guided.uncond_cache.length == one_sided.cache.length
+
+
+def test_a_guided_masked_pass_with_padding_equals_its_two_sides() -> None:
+    torch.manual_seed(0)
+    model = TtsModel(tiny_tts_config()).eval()
+    masked = TorchTtsBackend(model).masked()
+    state = masked.prepare(torch.randn(2, 9, 32), lengths=torch.tensor([9, 6]))
+    tokens = np.random.default_rng(2).integers(-1, 32, size=(2, 3, 9))
+    both, _ = masked.logits(tokens, (0, 2), state, BOTH)
+    conditional, _ = masked.logits(tokens, (0, 2), state, False)
+    unconditional, _ = masked.logits(tokens, (0, 2), state, True)
+    assert both.shape == (2, *conditional.shape)
+    np.testing.assert_allclose(both, np.stack([conditional, unconditional]), atol=1e-5, rtol=1e-5)
 
 
 def test_ar_greedy_with_kv_cache_equals_full_recompute() -> None:
@@ -310,10 +355,10 @@ def test_nar_is_guided_by_default_and_guidance_can_be_turned_off(synth: Synthesi
 
     monkeypatch.setattr(masked, "logits", counting)
     guided = synth.synthesize("Hello there.", SynthesisOptions(seed=1))
-    assert unconditional.count(True) == unconditional.count(False) > 0  # each pass has its unconditional twin
+    assert unconditional and set(unconditional) == {BOTH}  # every pass guided, both sides in one call
     unconditional.clear()
     plain = synth.synthesize("Hello there.", SynthesisOptions(seed=1, guidance=0.0))
-    assert True not in unconditional and len(plain.audio) == len(guided.audio)
+    assert set(unconditional) == {False} and len(plain.audio) == len(guided.audio)
     with pytest.raises(ConfigError, match="guidance"):
         synth.synthesize("Hello.", SynthesisOptions(guidance=-1.0))
 

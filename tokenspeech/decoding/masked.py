@@ -15,6 +15,12 @@ sets the scale of the fine passes apart (e.g. to guide only the pass that
 predicts codebook 2 from codebook 1, where most words are lost, for one extra
 pass instead of one per pass).
 
+A guided pass is **one model call** asking for both sides (``unconditional=BOTH``):
+the backend runs the conditional and the unconditional rows as one batched
+pass. Two calls in a row cost a batched server two turns, and on a CPU two
+passes of one row cost nearly twice one pass of two rows (docs/serving.md,
+session 20).
+
 Masked positions are ``MASK`` (-1) in the NumPy token arrays; the backend
 maps them to its mask embedding. Positions the caller fills in beforehand
 (a prompt, padding) are never touched.
@@ -23,9 +29,9 @@ maps them to its mask embedding. Positions the caller fills in beforehand
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -36,16 +42,62 @@ from tokenspeech.decoding.sampling import SamplingOptions, log_softmax, select_t
 MASK = -1
 StateT = TypeVar("StateT")
 
+BOTH = "both"
+"""The ``unconditional`` argument of a guided pass: the call returns the conditional and the unconditional
+logits stacked, ``[2, B, G, F, V]`` (index 0 conditional), from one batched pass."""
+
+Side = bool | str  # False, True or BOTH
+
+
+def sides(unconditional: Side) -> tuple[bool, ...]:
+    """The one-sided passes an ``unconditional`` argument asks for."""
+    if isinstance(unconditional, str):
+        if unconditional != BOTH:
+            raise ValueError(f"unconditional must be a bool or {BOTH!r}, got {unconditional!r}")
+        return (False, True)
+    return (bool(unconditional),)
+
+
+def run_sided(calls_: Sequence[Call], side_index: int, run_one_sided: Callable[[list[Call]], Sequence[Any]],
+              merge: Callable[[Any, Any], Any]) -> list[Any]:
+    """Results of ``calls_`` (``(logits, state)`` each) whose ``args[side_index]`` may be :data:`BOTH`.
+
+    A BOTH call becomes its conditional and unconditional one-sided calls in
+    the same ``run_one_sided`` batch; its result is the two logits stacked and
+    ``merge(conditional state, unconditional state)`` (a backend whose passes
+    record something per side in the state keeps both records there).
+    """
+    flat: list[Call] = []
+    owners: list[int] = []
+    for index, call in enumerate(calls_):
+        for side in sides(call.args[side_index]):
+            args = list(call.args)
+            args[side_index] = side
+            flat.append(Call(call.method, tuple(args)))
+            owners.append(index)
+    results = list(run_one_sided(flat))
+    parts: list[list[Any]] = [[] for _ in calls_]
+    for owner, result in zip(owners, results):
+        parts[owner].append(result)
+    return [part[0] if len(part) == 1 else (np.stack([part[0][0], part[1][0]]), merge(part[0][1], part[1][1]))
+            for part in parts]
+
+
+def keep_state(conditional: StateT, unconditional: StateT) -> StateT:
+    """The ``merge`` of :func:`run_sided` for states that passes do not change."""
+    return conditional
+
 
 class MaskedModel(Protocol[StateT]):
     """A masked-token model over whole sequences (or one block: see :mod:`tokenspeech.decoding.semiar`)."""
 
     def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: StateT,
-               unconditional: bool = False) -> tuple[np.ndarray, StateT]:
+               unconditional: Side = False) -> tuple[np.ndarray, StateT]:
         """``tokens [B, K, F] int64`` (``MASK`` = unknown) -> ``logits [B, G, F, V] float32`` for ``codebooks``.
 
         ``unconditional`` asks for the logits without the text/speaker
-        conditioning (classifier-free guidance). Returns the (possibly updated) state.
+        conditioning (classifier-free guidance); :data:`BOTH` for both sides
+        from one pass, ``[2, B, G, F, V]``. Returns the (possibly updated) state.
         """
         ...
 
@@ -112,12 +164,12 @@ class LogitsCall(Protocol):
     """Makes the :class:`Call` of one logits pass (see :func:`logits_call`)."""
 
     def __call__(self, tokens: np.ndarray, codebooks: tuple[int, ...], state: object,
-                 unconditional: bool) -> Call: ...
+                 unconditional: Side) -> Call: ...
 
 
 def logits_call(model: MaskedModel) -> LogitsCall:
     """Passes of ``model.logits``."""
-    def call(tokens: np.ndarray, codebooks: tuple[int, ...], state: object, unconditional: bool) -> Call:
+    def call(tokens: np.ndarray, codebooks: tuple[int, ...], state: object, unconditional: Side) -> Call:
         return Call(model.logits, (tokens, codebooks, state, unconditional))
 
     return call
@@ -185,12 +237,12 @@ class MaskedIterativeDecoder:
     @staticmethod
     def _logits(logits: LogitsCall, tokens: np.ndarray, codebooks: tuple[int, ...],
                 state: object, guidance: float) -> Program[tuple[np.ndarray, object]]:
-        scores, state = yield logits(tokens, codebooks, state, False)
-        scores = scores.astype(np.float32, copy=False)
-        if guidance > 0:
-            uncond, state = yield logits(tokens, codebooks, state, True)
-            scores = scores + guidance * (scores - uncond.astype(np.float32, copy=False))
-        return scores, state
+        if guidance <= 0:
+            scores, state = yield logits(tokens, codebooks, state, False)
+            return scores.astype(np.float32, copy=False), state
+        both, state = yield logits(tokens, codebooks, state, BOTH)
+        scores = both[0].astype(np.float32, copy=False)
+        return scores + guidance * (scores - both[1].astype(np.float32, copy=False)), state
 
     def _unmask_step(self, tokens: np.ndarray, codebook: int, logits: np.ndarray, remaining: Sequence[int],
                      progress: float, sampling: SamplingOptions, rng: np.random.Generator) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 
 from tokenspeech.decoding import calls
 from tokenspeech.decoding.calls import Call, Program
-from tokenspeech.decoding.masked import MASK, LogitsCall, MaskedDecodingOptions, MaskedIterativeDecoder
+from tokenspeech.decoding.masked import MASK, LogitsCall, MaskedDecodingOptions, MaskedIterativeDecoder, Side
 
 StateT = TypeVar("StateT")
 
@@ -32,10 +32,12 @@ class BlockModel(Protocol[StateT]):
     """A masked-token model that extends a cached context one block at a time."""
 
     def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: StateT,
-                     unconditional: bool = False) -> tuple[np.ndarray, StateT]:
+                     unconditional: Side = False) -> tuple[np.ndarray, StateT]:
         """Block ``tokens [B, K, S]`` at frames ``start..start+S-1`` -> ``logits [B, G, S, V]``, state.
 
         The block sees the committed context and itself; nothing later.
+        ``unconditional`` as in :meth:`tokenspeech.decoding.masked.MaskedModel.logits`
+        (:data:`~tokenspeech.decoding.masked.BOTH`: ``[2, B, G, S, V]``).
         """
         ...
 
@@ -58,7 +60,7 @@ class SemiARDecodingOptions:
 
 def block_call(model: BlockModel, start: int) -> LogitsCall:
     """Passes of ``model.block_logits`` over the block at ``start``: the block seen as a masked model."""
-    def call(tokens: np.ndarray, codebooks: tuple[int, ...], state: object, unconditional: bool) -> Call:
+    def call(tokens: np.ndarray, codebooks: tuple[int, ...], state: object, unconditional: Side) -> Call:
         return Call(model.block_logits, (tokens, start, codebooks, state, unconditional))
 
     return call

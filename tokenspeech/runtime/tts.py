@@ -32,7 +32,7 @@ import numpy as np
 
 from tokenspeech.codecs.base import CodecInfo
 from tokenspeech.decoding.calls import Call, row_slices
-from tokenspeech.decoding.masked import MASK
+from tokenspeech.decoding.masked import MASK, Side, keep_state, run_sided, sides
 from tokenspeech.errors import ConfigError
 from tokenspeech.export.manifest import TtsNames, cache_names
 from tokenspeech.runtime.codec import zeros_for
@@ -151,7 +151,9 @@ class OnnxMaskedModel:
         return MaskedState(cond, self.backend.unconditional(cond))
 
     def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: MaskedState,
-               unconditional: bool = False) -> tuple[np.ndarray, MaskedState]:
+               unconditional: Side = False) -> tuple[np.ndarray, MaskedState]:
+        if sides(unconditional) == (False, True):
+            return self.run_batch([Call(self.logits, (tokens, codebooks, state, unconditional))])[0]
         names = self.backend.names
         feeds = {names.codes: np.ascontiguousarray(tokens, dtype=np.int64),
                  names.cond: state.uncond if unconditional else state.cond,
@@ -165,6 +167,10 @@ class OnnxMaskedModel:
         return self.backend, "masked", tuple(call.args[1]), call.args[0].shape[2]
 
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, MaskedState]]:
+        """The calls (both sides of a guided one) stacked along the batch axis: one graph run."""
+        return run_sided(calls, 3, self._run_one_sided, keep_state)
+
+    def _run_one_sided(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, MaskedState]]:
         names = self.backend.names
         tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
         feeds = {names.codes: np.concatenate(tokens),
@@ -195,6 +201,11 @@ class BlockState:
     pending_uncond: _Pending | None = None
 
 
+def _both_pending(conditional: BlockState, unconditional: BlockState) -> BlockState:
+    """The state after a guided pass: what each side's pass wrote, for :meth:`OnnxBlockModel.commit`."""
+    return replace(conditional, pending_uncond=unconditional.pending_uncond)
+
+
 class OnnxBlockModel:
     """BlockModel over ``tts_block``; committed blocks show their first ``context_codebooks`` codebooks.
 
@@ -222,7 +233,12 @@ class OnnxBlockModel:
         return outputs[names.logits], new_cache
 
     def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: BlockState,
-                     unconditional: bool = False) -> tuple[np.ndarray, BlockState]:
+                     unconditional: Side = False) -> tuple[np.ndarray, BlockState]:
+        call = Call(self.block_logits, (tokens, start, codebooks, state, unconditional))
+        if sides(unconditional) == (False, True):
+            if self.batch_key(call) is not None:  # host caches: both sides as one graph run
+                return self.run_batch([call])[0]
+            return run_sided([call], 4, lambda one_sided: [c.run() for c in one_sided], _both_pending)[0]
         if unconditional and state.uncond is None:
             raise RuntimeError("prepare the block state with guidance=True to use guidance")
         cond, cache = (state.uncond, state.uncond_cache) if unconditional else (state.cond, state.cache)
@@ -236,10 +252,15 @@ class OnnxBlockModel:
         if call.method != self.block_logits:
             return None
         tokens, start, codebooks, state, unconditional = call.args
-        past = _past(state.uncond_cache if unconditional else state.cache)
+        pasts = {_past(state.uncond_cache if side else state.cache) for side in sides(unconditional)}
+        past = pasts.pop() if len(pasts) == 1 else None  # both sides of a guided pass: one cache length
         return None if past is None else (self.backend, "block", tuple(codebooks), start, tokens.shape[2], past)
 
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
+        """The calls (both caches of a guided one) stacked along the batch axis: one graph run."""
+        return run_sided(calls, 4, self._run_one_sided, _both_pending)
+
+    def _run_one_sided(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
         tokens = [np.asarray(call.args[0], dtype=np.int64) for call in calls]
         start, length = calls[0].args[1], tokens[0].shape[2]
         conds, caches = [], []

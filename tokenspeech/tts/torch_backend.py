@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenspeech.decoding.calls import Call, row_slices
-from tokenspeech.decoding.masked import MASK
+from tokenspeech.decoding.masked import MASK, Side, keep_state, run_sided, sides
 from tokenspeech.errors import ConfigError
 from tokenspeech.models.transformer import (
     BufferPass,
@@ -154,8 +154,13 @@ class TorchMaskedModel:
 
     @torch.inference_mode()
     def logits(self, tokens: np.ndarray, codebooks: Sequence[int], state: MaskedState,
-               unconditional: bool = False) -> tuple[np.ndarray, MaskedState]:
+               unconditional: Side = False) -> tuple[np.ndarray, MaskedState]:
         codes = _codes(tokens, self.model.config.mask_id)
+        if sides(unconditional) == (False, True):  # both sides as one pass of twice the rows
+            mask = None if state.mask is None else torch.cat([state.mask, state.mask])
+            hidden = self.model.codec(torch.cat([codes, codes]), torch.cat([state.cond, state.uncond]), mask)
+            logits = self.model.codec.heads(hidden, list(codebooks)).float().numpy()
+            return logits.reshape(2, -1, *logits.shape[1:]), state
         hidden = self.model.codec(codes, state.uncond if unconditional else state.cond, state.mask)
         logits = self.model.codec.heads(hidden, list(codebooks))
         return logits.float().numpy(), state
@@ -166,9 +171,13 @@ class TorchMaskedModel:
             return None
         return self.model, "masked", tuple(call.args[1])
 
-    @torch.inference_mode()
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, MaskedState]]:
-        """The sentences of all calls padded to the longest, keys past each one's end masked."""
+        """The sentences of all calls (both sides of a guided one) padded to the longest, keys past each one's
+        end masked."""
+        return run_sided(calls, 3, self._run_one_sided, keep_state)
+
+    @torch.inference_mode()
+    def _run_one_sided(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, MaskedState]]:
         tokens = [call.args[0] for call in calls]
         states: list[MaskedState] = [call.args[2] for call in calls]
         frames = max(t.shape[2] for t in tokens)
@@ -214,6 +223,11 @@ class BlockState:
     pending_uncond: _Pending | None = None
 
 
+def _both_pending(conditional: BlockState, unconditional: BlockState) -> BlockState:
+    """The state after a guided pass: what each side's pass wrote, for :meth:`TorchBlockModel.commit`."""
+    return replace(conditional, pending_uncond=unconditional.pending_uncond)
+
+
 class TorchBlockModel:
     """BlockModel over :class:`MaskedCodecTransformer`, cached with ``Transformer.step_into`` (non-causal).
 
@@ -254,16 +268,9 @@ class TorchBlockModel:
     def _written(state: BlockState, pending: _Pending, unconditional: bool) -> BlockState:
         return replace(state, pending_uncond=pending) if unconditional else replace(state, pending=pending)
 
-    @torch.inference_mode()
     def block_logits(self, tokens: np.ndarray, start: int, codebooks: Sequence[int], state: BlockState,
-                     unconditional: bool = False) -> tuple[np.ndarray, BlockState]:
-        cond, cache = self._sides(state, unconditional)
-        length = tokens.shape[2]
-        hidden = self.model.codec.transformer.step_into(self._inputs(tokens, start, cond),
-                                                        [BufferPass(cache.buffer, cache.length, length)])
-        logits = self.model.codec.heads(hidden, list(codebooks))
-        return logits.float().numpy(), self._written(state, _Pending(start, np.array(tokens, dtype=np.int64)),
-                                                     unconditional)
+                     unconditional: Side = False) -> tuple[np.ndarray, BlockState]:
+        return self.run_batch([Call(self.block_logits, (tokens, start, codebooks, state, unconditional))])[0]
 
     def batch_key(self, call: Call) -> Hashable | None:
         """Block passes of one network, whatever their positions, lengths and codebooks.
@@ -277,9 +284,13 @@ class TorchBlockModel:
             return None
         return self.model, "block"
 
-    @torch.inference_mode()
     def run_batch(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
-        """Every session's block over its own buffer, as one :meth:`Transformer.step_into` pass."""
+        """Every session's block over its own buffer (both buffers for a guided pass), as one
+        :meth:`Transformer.step_into` pass."""
+        return run_sided(calls, 4, self._run_one_sided, _both_pending)
+
+    @torch.inference_mode()
+    def _run_one_sided(self, calls: Sequence[Call]) -> list[tuple[np.ndarray, BlockState]]:
         tokens = [call.args[0] for call in calls]
         frames = max(t.shape[2] for t in tokens)
         conds, streams = [], []
