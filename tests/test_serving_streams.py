@@ -176,7 +176,7 @@ def test_a_released_pause_resumes_the_task_and_cancel_wakes_a_paused_one(batcher
 
 
 class Keyed:
-    """A fake model with two kinds of pass (``a``, ``b``) that batch separately; logs ``(kind, rows)`` per pass."""
+    """A fake model with kinds of pass (``a``, ``b``, ``c``) that batch separately; logs ``(kind, rows)`` per pass."""
 
     def __init__(self) -> None:
         self.passes: list[tuple[str, int]] = []
@@ -186,6 +186,9 @@ class Keyed:
 
     def b(self, x: int) -> int:
         return self.run_batch([Call(self.b, (x,))])[0]
+
+    def c(self, x: int) -> int:
+        return self.run_batch([Call(self.c, (x,))])[0]
 
     def batch_key(self, call: Call) -> Hashable | None:
         return call.method.__name__
@@ -315,8 +318,8 @@ def test_an_eager_task_skips_patience_until_it_settles(eager: bool) -> None:
     finally:
         worker.stop(5)
     a3, b1 = ("a", 3), ("b", 1)
-    if eager:  # its first b runs in the first turn; settled, its second b waits two turns like any other
-        assert model.passes == [a3, b1, a3, a3, a3, b1]
+    if eager:  # its first b runs first in the first turn; settled, its second b waits two turns like any other
+        assert model.passes == [b1, a3, a3, a3, a3, b1]
     else:  # its first b waits two turns for the crowd's a passes
         assert model.passes == [a3, a3, a3, b1, a3, b1]
 
@@ -343,7 +346,38 @@ def test_a_stream_is_eager_until_its_first_output() -> None:
         assert asyncio.run(main()) == [1, 1]
     finally:
         worker.stop(5)
-    assert model.passes == [("a", 3), ("b", 1), ("a", 3), ("a", 3), ("a", 3), ("b", 1)]
+    assert model.passes == [("b", 1), ("a", 3), ("a", 3), ("a", 3), ("a", 3), ("b", 1)]
+
+
+def first_chunk(model: Keyed, log: list[str]) -> Program[int]:
+    """A stream's way to its first output: conditioning (c), a pass (a), bookkeeping alone, the codec (b)."""
+    value = yield Call(model.c, (0,))
+    value = yield Call(model.a, (value,))
+    value = yield Call(lambda x: log.append("commit") or x, (value,))
+    value = yield Call(model.b, (value,))
+    log.append("first output")
+    yield SETTLED
+    return (yield Call(model.b, (value,)))
+
+
+@pytest.mark.parametrize("patience", [0, 2])
+def test_an_eager_task_rides_every_later_group_of_its_turn_to_its_first_output(patience: int) -> None:
+    model, log = Keyed(), []
+    worker = Batcher("first-turn", max_batch=8, patience=patience)
+    worker.start()
+    try:
+        release = hold(worker)
+        # a crowd at the pass (a) and one at the codec step (b), as in a server under load
+        crowd = [worker.submit_program(program(model, "ab" * 3, log, "crowd")) for _ in range(3)]
+        codec = worker.submit_program(program(model, "b" + "ab" * 3))
+        stream = worker.submit_program(first_chunk(model, log), eager=True)
+        release.set()
+        assert [f.result(10) for f in crowd] == [6, 6, 6] and codec.result(10) == 7 and stream.result(10) == 4
+    finally:
+        worker.stop(5)
+    # turn 1: its c runs first, it joins the crowd's a, commits at once and joins the b of the turn
+    assert model.passes[:3] == [("c", 1), ("a", 4), ("b", 2)]
+    assert log[:5] == ["crowd"] * 3 + ["commit", "first output"]  # all in the first turn
 
 
 def test_patience_must_not_be_negative() -> None:

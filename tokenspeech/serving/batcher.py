@@ -34,9 +34,12 @@ The server's default is ``DEFAULT_BATCH_PATIENCE`` (serving/config.py).
 
 A task may be submitted *eager* (``submit_program(..., eager=True)``): until
 it yields :data:`SETTLED`, a group holding one of its calls is always due,
-patience or not. A streaming session is eager until its first output, so
-patience, which trades a turn or two of waiting for fuller passes, never
-delays the first audio chunk that a person is waiting for.
+patience or not, runs first in its turn, and after each of its calls the
+task joins a group still to run in the same turn when its next call batches
+with it. A streaming session is eager until its first output, so patience,
+which trades a turn or two of waiting for fuller passes, never delays the
+first audio chunk that a person is waiting for, and that chunk takes about
+two turns instead of one per stage (conditioning, each pass, codec step).
 
 A task may also yield a :class:`Pause`: it leaves the worker (keeping its
 place in no batch) until someone releases the pause, then rejoins at the
@@ -51,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -119,6 +123,7 @@ class _Task:
     pause: Pause | None = None  # set while the task is parked
     waited: int = 0  # turns its pending call has waited for a larger group to run first
     eager: bool = False  # its calls' groups run at once, whatever the patience (until it yields SETTLED)
+    calls_run: int = 0  # calls of its program run so far (which stage of its way to a first output it is at)
 
 
 @dataclass
@@ -155,6 +160,13 @@ def _once(work: Callable[[], T]) -> Program[T]:
 
 def _one_call(call: Call) -> Program[Any]:
     return (yield call)
+
+
+def _earliest_eager_stage(group: list[_Task]) -> float:
+    """Order of a turn's groups: the one holding the eager task with the fewest calls run first (the
+    earliest stage of a first output: conditioning before block passes before codec steps), so such a
+    task can ride the later groups of the turn; groups without eager tasks after them, in order."""
+    return min((task.calls_run for task in group if task.eager), default=math.inf)
 
 
 class Batcher:
@@ -305,13 +317,54 @@ class Batcher:
         resume each task that ran with its outcome."""
         self._run_alone_first(flight)
         flight = [task for task in flight if task.call is not None]
-        waiting = [task.call for task in flight]
-        for group in self._due(flight, calls.group_calls(waiting)):
-            self._run([flight[i] for i in group])
+        groups = calls.group_calls([task.call for task in flight])
+        due = self._due(flight, groups)
+        to_run = [[flight[i] for i in group] for group in due]
+        deferred = [[flight[i] for i in group] for group in groups if group not in due]
+        while to_run:
+            group = to_run.pop(min(range(len(to_run)), key=lambda i: _earliest_eager_stage(to_run[i])))
+            self._run(group)
+            self._join_later_groups([task for task in group if task.eager], to_run, deferred)
+
+    def _join_later_groups(self, eager: list[_Task], to_run: list[list[_Task]], deferred: list[list[_Task]]) -> None:
+        """Eager tasks whose next call batches with a group still to run this turn join that group.
+
+        A stream waiting for its first audio chunk thus goes through as many
+        stages as the turn has groups in the order it needs them (see
+        :func:`_earliest_eager_stage`): conditioning, a block pass, and after
+        the fine pass and the commit, the codec step; each in a pass that runs
+        anyway, so the others lose only the few rows it adds. A group that
+        patience held back this turn becomes due when an eager task joins it,
+        as it would have been had the task been there at the turn's start.
+        Calls that cannot batch (a commit) run at once, at most ``ALONE_ROUNDS``
+        in a row.
+        """
+        for task in eager:
+            for _ in range(ALONE_ROUNDS):
+                if task.call is None or not task.eager or calls.batch_key(task.call) is not None:
+                    break
+                self._run([task])
+            if task.call is None or not task.eager:
+                continue
+            key = calls.batch_key(task.call)
+            if key is None:
+                continue
+            target = next((g for g in to_run if calls.batch_key(g[0].call) == key), None)
+            if target is None:
+                target = next((g for g in deferred if calls.batch_key(g[0].call) == key), None)
+                if target is None:
+                    continue
+                deferred.remove(target)
+                for waiting in target:
+                    waiting.waited = 0
+                to_run.append(target)
+            target.append(task)
 
     def _run(self, tasks: list[_Task]) -> None:
         """Run the pending calls of ``tasks`` as one group, count it, and resume each task with its outcome."""
         batch = [task.call for task in tasks]
+        for task in tasks:
+            task.calls_run += 1
         self.steps_run += 1
         self.largest_call = max(self.largest_call, len(batch))
         started = time.perf_counter()
