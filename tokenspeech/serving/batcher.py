@@ -38,8 +38,10 @@ patience or not, runs first in its turn, and after each of its calls the
 task joins a group still to run in the same turn when its next call batches
 with it. A streaming session is eager until its first output, so patience,
 which trades a turn or two of waiting for fuller passes, never delays the
-first audio chunk that a person is waiting for, and that chunk takes about
-two turns instead of one per stage (conditioning, each pass, codec step).
+first audio chunk that a person is waiting for, and that chunk needs fewer
+turns than it has stages (conditioning, each pass, codec step): 3-4 counting
+the turns that admit it and deliver it, against 5-6 (docs/serving.md,
+session 20).
 
 A task may also yield a :class:`Pause`: it leaves the worker (keeping its
 place in no batch) until someone releases the pause, then rejoins at the
