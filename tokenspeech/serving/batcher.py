@@ -342,20 +342,16 @@ class Batcher:
         in a row.
         """
         for task in eager:
-            for _ in range(ALONE_ROUNDS):
-                if task.call is None or not task.eager or calls.batch_key(task.call) is not None:
-                    break
-                self._run([task])
+            self._run_alone_first([task])
             if task.call is None or not task.eager:
                 continue
             key = calls.batch_key(task.call)
             if key is None:
                 continue
-            target = next((g for g in to_run if calls.batch_key(g[0].call) == key), None)
+            target = next((g for g in to_run + deferred if calls.batch_key(g[0].call) == key), None)
             if target is None:
-                target = next((g for g in deferred if calls.batch_key(g[0].call) == key), None)
-                if target is None:
-                    continue
+                continue
+            if not any(g is target for g in to_run):  # held back by patience: due now
                 deferred.remove(target)
                 for waiting in target:
                     waiting.waited = 0
