@@ -55,7 +55,7 @@ import grpc
 import numpy as np
 from random_models import SIZES, ModelPaths, save_random_models
 
-from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE, DEFAULT_PLAYBACK_LEAD
+from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE
 from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
 
@@ -111,7 +111,7 @@ def running_server(args: argparse.Namespace, models: ModelPaths, max_batch: int,
     command = [sys.executable, "-m", "tokenspeech", "serve", "--host", HOST, "--port", str(port),
                "--models", f"tts={models.tts}", f"asr={models.asr}", "--codec", str(models.codec),
                "--backend", args.backend, "--max-streams", str(max_streams), "--max-batch", str(max_batch),
-               "--batch-patience", str(args.batch_patience), "--playback-lead", str(args.playback_lead),
+               "--batch-patience", str(args.batch_patience),
                "--grace", "1", "--onnx-cache", str(workdir / "onnx-cache")]
     if args.backend == "onnx":
         command += ["--threads", str(args.threads)]
@@ -350,8 +350,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"One stream, {single['calls']} syntheses: first chunk p50 {_ms(single['first_p50'])}, "
               f"p95 {_ms(single['first_p95'])}; errors {single['errors'] or 'none'}.", ""]
     lines += [f"Concurrent clients: {streams}, each running its calls back to back for "
-              f"{results['load_seconds']:g} s (0 = one call each); server --batch-patience "
-              f"{results['batch_patience']}, --playback-lead {results['playback_lead']:g} s.", ""]
+              f"{results['load_seconds']:g} s (0 = one call each).", ""]
     lines += ["| max batch | syntheses | first chunk p50 | p95 | faster than real time | errors | "
               "synthesis audio s per s | recognition audio s per s | streaming recognition audio s per s |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -444,9 +443,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-patience", type=int, default=DEFAULT_BATCH_PATIENCE,
                         help="the server's --batch-patience (turns a smaller group waits for a larger one; "
                              "default: the server's)")
-    parser.add_argument("--playback-lead", type=float, default=DEFAULT_PLAYBACK_LEAD,
-                        help="the server's --playback-lead (audio seconds a stream keeps buffered before it lets "
-                             "first chunks go first; 0 = off; default: the server's)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="mixed soak run; 0 = skip")
     parser.add_argument("--soak-clients", type=int, default=4)
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds for the whole run")
@@ -455,8 +451,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.single, args.streams, args.max_batch, args.soak_clients, args.threads, args.repeats) < 1:
         parser.error("--single, --streams, --max-batch, --soak-clients, --threads and --repeats must be >= 1")
-    if args.batch_patience < 0 or args.playback_lead < 0:
-        parser.error("--batch-patience and --playback-lead must be >= 0")
+    if args.batch_patience < 0:
+        parser.error("--batch-patience must be >= 0")
     if args.load_seconds < 0:
         parser.error("--load-seconds must be >= 0")
     if not 0 <= args.soak_minutes <= 24 * 60 or args.time_limit <= 0:
@@ -471,7 +467,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"backend": args.backend, "decoder": args.decoder, "steps": args.steps,
                                "guidance": args.guidance, "fine_guidance": args.fine_guidance, "streams": args.streams,
                                "load_seconds": args.load_seconds, "batch_patience": args.batch_patience,
-                               "playback_lead": args.playback_lead,
                                "models": f"random {args.random}-size" if args.random else "trained models",
                                "threads": args.threads, "max_batch": args.max_batch, "repeats": args.repeats,
                                "rounds": {}}

@@ -72,8 +72,6 @@ def test_server_config_is_validated_in_one_place(tmp_path: Path) -> None:
         ServerConfig(backend="tensorrt")
     with pytest.raises(ConfigError, match="--batch-patience"):
         ServerConfig(batch_patience=-1)
-    with pytest.raises(ConfigError, match="--playback-lead"):
-        ServerConfig(playback_lead=-0.5)
 
 
 def test_registry_loads_models_by_their_cards(saved_models: Path, tmp_path: Path) -> None:

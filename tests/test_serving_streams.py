@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -12,8 +11,8 @@ import pytest
 from serving_harness import hold
 
 from tokenspeech.decoding.calls import Call, Program
-from tokenspeech.serving.batcher import SETTLED, Ahead, Batcher, Pause
-from tokenspeech.serving.sessions import REAL_TIME_MARGIN, Playback, SteppedStream
+from tokenspeech.serving.batcher import SETTLED, Batcher, Pause
+from tokenspeech.serving.sessions import SteppedStream
 
 
 class Doubler:
@@ -379,120 +378,6 @@ def test_an_eager_task_rides_every_later_group_of_its_turn_to_its_first_output(p
     # turn 1: its c runs first, it joins the crowd's a, commits at once and joins the b of the turn
     assert model.passes[:3] == [("c", 1), ("a", 4), ("b", 2)]
     assert log[:5] == ["crowd"] * 3 + ["commit", "first output"]  # all in the first turn
-
-
-# ----------------------------------------------------------------------------- streams ahead of their listeners
-
-
-def ahead_then(model: Keyed, kinds: str, until: float) -> Program[int]:
-    """A settled task whose consumer needs nothing before ``until``, then passes of ``kinds``."""
-    assert (yield Ahead(until)) is None
-    return (yield from program(model, kinds))
-
-
-@pytest.mark.parametrize("ahead", [True, False])
-def test_tasks_ahead_sit_out_the_turns_of_an_eager_task_and_only_those(ahead: bool) -> None:
-    model = Keyed()
-    worker = Batcher("ahead", max_batch=8, patience=0)
-    worker.start()
-    try:
-        release = hold(worker)
-        until = time.monotonic() + (60 if ahead else -1)
-        crowd = [worker.submit_program(ahead_then(model, "aaaa", until)) for _ in range(3)]
-        first = worker.submit_program(lone_b_twice(model, settle=True), eager=True)
-        release.set()
-        assert [f.result(10) for f in crowd] == [4, 4, 4] and first.result(10) == 2
-    finally:
-        worker.stop(5)
-    a3, b1 = ("a", 3), ("b", 1)
-    if ahead:  # the eager task's first b has the turn to itself; settled, it runs beside the crowd again
-        assert model.passes == [b1, a3, b1, a3, a3, a3]
-    else:  # its Ahead has expired: the crowd's a runs in the first turn too, after the eager b
-        assert model.passes == [b1, a3, a3, b1, a3, a3]
-
-
-def test_playback_is_ahead_by_what_was_produced_beyond_the_lead() -> None:
-    playback = Playback(1.0, seconds_of=float)
-    assert playback.ahead_until() is None  # nothing produced: nobody is listening yet
-    playback.produced(0.5)
-    assert playback.ahead_until() is None  # 0.5 s buffered, less than the lead
-    playback.produced(2.0)
-    until = playback.ahead_until()
-    assert until is not None and 1.0 < until - time.monotonic() <= 1.5  # 2.5 s buffered, 1 s kept
-    off = Playback(0.0, seconds_of=float)
-    off.produced(100.0)
-    assert off.ahead_until() is None
-    with pytest.raises(ValueError, match="lead"):
-        Playback(-1.0, seconds_of=float)
-
-
-def test_a_slow_first_chunk_never_makes_a_stream_slower_than_real_time() -> None:
-    playback = Playback(0.5, seconds_of=float)
-    time.sleep(0.3)  # the first chunk took 0.3 s
-    playback.produced(1.0)
-    until = playback.ahead_until()
-    assert until is not None  # 0.5 s beyond the lead
-    # by the lead alone it could wait 0.5 s; counted from the request it keeps REAL_TIME_MARGIN on real time
-    assert until - time.monotonic() <= 1.0 - 0.3 - REAL_TIME_MARGIN < 0.47
-
-
-def test_a_stream_ahead_of_its_listener_lets_a_first_chunk_go_first() -> None:
-    model = Keyed()
-
-    def long_chunks() -> Program[None]:  # three outputs of 10 s of audio, each after an a pass
-        value = 0
-        for _ in range(3):
-            value = yield Call(model.a, (value,))
-            yield value
-
-    async def main() -> list[list[int]]:
-        release = hold(worker)
-        playing = SteppedStream(worker, long_chunks(), ahead=10, playback=Playback(1.0, seconds_of=lambda _: 10.0))
-        waiting = SteppedStream(worker, session_of(model, "bbb"), ahead=10)
-        release.set()
-        return await asyncio.gather(read_all(playing), read_all(waiting))
-
-    worker = Batcher("playback", max_batch=8, patience=0)
-    worker.start()
-    try:
-        assert asyncio.run(main()) == [[1, 2, 3], [3]]
-    finally:
-        worker.stop(5)
-    # both start eager; after its first 10 s chunk the playing stream sits out until the other's first chunk
-    assert model.passes == [("a", 1), ("b", 1), ("b", 1), ("b", 1), ("a", 1), ("a", 1)]
-
-
-def session_of(model: Keyed, kinds: str) -> Program[None]:
-    """One output after passes of ``kinds``."""
-    yield (yield from program(model, kinds))
-
-
-def test_a_stream_whose_listener_is_ahead_already_is_not_eager() -> None:
-    model = Keyed()
-    playback = Playback(1.0, seconds_of=lambda _: 10.0)
-    playback.produced(None)  # an earlier sentence of the same request left 10 s buffered
-
-    def chunks() -> Program[None]:
-        for _ in range(2):
-            yield (yield Call(model.b, (0,)))
-
-    async def main() -> list[int]:
-        release = hold(worker)
-        crowd = [worker.submit_program(program(model, "aaaa")) for _ in range(3)]
-        stream = SteppedStream(worker, chunks(), ahead=10, playback=playback)
-        release.set()
-        outputs = await read_all(stream)
-        assert [await asyncio.wrap_future(f) for f in crowd] == [4, 4, 4]
-        return outputs
-
-    worker = Batcher("later-sentence", max_batch=8, patience=2)
-    worker.start()
-    try:
-        assert asyncio.run(main()) == [1, 1]
-    finally:
-        worker.stop(5)
-    # its first b waits two turns for the crowd, as any settled task's (an eager one would run first)
-    assert model.passes == [("a", 3), ("a", 3), ("a", 3), ("b", 1), ("a", 3), ("b", 1)]
 
 
 def test_patience_must_not_be_negative() -> None:

@@ -43,13 +43,6 @@ turns than it has stages (conditioning, each pass, codec step): 3-4 counting
 the turns that admit it and deliver it, against 5-6 (docs/serving.md,
 session 20).
 
-A settled task may yield :class:`Ahead` when its consumer has more than
-enough of its output (a stream whose audio is well ahead of real-time
-playback): until the time it gives, in a turn where an eager task is in
-flight it gives its place to the eager ones, so a first chunk's turns carry
-only the work someone is waiting for (docs/serving.md, session 21). With no
-eager task in flight it runs as usual, so no compute is left idle.
-
 A task may also yield a :class:`Pause`: it leaves the worker (keeping its
 place in no batch) until someone releases the pause, then rejoins at the
 next turn. A streaming session is one task for its whole life and pauses
@@ -122,18 +115,6 @@ SETTLED = _Settled()
 """What an eager task's program yields when it no longer needs its calls run at once (the yield returns None)."""
 
 
-@dataclass(frozen=True)
-class Ahead:
-    """What a settled task yields when its consumer needs nothing more from it before ``until`` (``time.monotonic()``).
-
-    Until then the task sits out the turns that have an eager task in
-    flight (its pending call waits, its place in the worker kept). The
-    yield returns None.
-    """
-
-    until: float
-
-
 @dataclass(eq=False)
 class _Task:
     future: Future
@@ -145,7 +126,6 @@ class _Task:
     waited: int = 0  # turns its pending call has waited for a larger group to run first
     eager: bool = False  # its calls' groups run at once, whatever the patience (until it yields SETTLED)
     calls_run: int = 0  # calls of its program run so far (which stage of its way to a first output it is at)
-    ahead_until: float = -math.inf  # until then (time.monotonic()) it sits out turns with an eager task (Ahead)
 
 
 @dataclass
@@ -189,15 +169,6 @@ def _earliest_eager_stage(group: list[_Task]) -> float:
     earliest stage of a first output: conditioning before block passes before codec steps), so such a
     task can ride the later groups of the turn; groups without eager tasks after them, in order."""
     return min((task.calls_run for task in group if task.eager), default=math.inf)
-
-
-def _without_tasks_ahead(flight: list[_Task]) -> list[_Task]:
-    """The tasks that take part in a turn: all of them, unless an eager task is in flight; then those whose
-    consumers wait for them (not :class:`Ahead` now) sit it out."""
-    if not any(task.eager for task in flight):
-        return flight
-    now = time.monotonic()
-    return [task for task in flight if task.eager or task.ahead_until <= now]
 
 
 class Batcher:
@@ -346,7 +317,6 @@ class Batcher:
     def _turn(self, flight: list[_Task]) -> None:
         """Run the pending calls of the tasks in flight, batched (see the module notes for which wait), and
         resume each task that ran with its outcome."""
-        flight = _without_tasks_ahead(flight)
         self._run_alone_first(flight)
         flight = [task for task in flight if task.call is not None]
         groups = calls.group_calls([task.call for task in flight])
@@ -453,11 +423,8 @@ class Batcher:
             return
         try:
             item = calls.advance(task.program, outcome)
-            while item is SETTLED or isinstance(item, Ahead):
-                if item is SETTLED:
-                    task.eager = False
-                else:
-                    task.ahead_until = item.until
+            while item is SETTLED:
+                task.eager = False
                 item = calls.advance(task.program)
         except StopIteration as stop:
             task.call = None

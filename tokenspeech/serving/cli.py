@@ -34,7 +34,7 @@ import argparse
 from pathlib import Path
 
 # plain dataclasses: no grpc, no torch
-from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PLAYBACK_LEAD, DEFAULT_PORT
+from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,10 +60,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="turns a smaller group of sessions may wait for a larger group at another point of "
                              f"its loop, so that both run as one batch afterwards (default {DEFAULT_BATCH_PATIENCE}; "
                              "0 = never wait; docs/serving.md has the measurements)")
-    parser.add_argument("--playback-lead", type=float, default=DEFAULT_PLAYBACK_LEAD, metavar="SECONDS",
-                        help="a synthesis stream with more than this much audio ready ahead of real-time playback "
-                             "lets streams still waiting for their first chunk go first (default "
-                             f"{DEFAULT_PLAYBACK_LEAD:g}; 0 = off)")
     parser.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' on every call")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
@@ -78,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = ServerConfig(host=args.host, port=args.port, models=tuple(ModelSpec.parse(m) for m in args.models),
                           backend=args.backend, max_streams=args.max_streams, max_batch=args.max_batch,
-                          batch_patience=args.batch_patience, playback_lead=args.playback_lead, token=args.token,
+                          batch_patience=args.batch_patience, token=args.token,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
                           grace_seconds=args.grace, codec=args.codec,
                           onnx_cache=args.onnx_cache, threads=args.threads)

@@ -12,9 +12,6 @@ DEFAULT_PORT = 50051
 # Turns a smaller batchable group may wait for a larger one (Batcher). 3: with 16 clients calling back to back
 # (sessions out of phase) it filled the passes and raised synthesis throughput ~13 % (docs/serving.md, session 6).
 DEFAULT_BATCH_PATIENCE = 3
-# Seconds of audio a synthesis stream may have buffered ahead of its listener's real-time playback before it gives
-# its turns to streams waiting for their first chunk (Playback, serving/sessions.py; docs/serving.md, session 21).
-DEFAULT_PLAYBACK_LEAD = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,6 @@ class ServerConfig:
     metrics_port: int | None = None  # Prometheus text endpoint; None = off
     max_batch: int = 16  # sessions the batcher steps together (their passes batched)
     batch_patience: int = DEFAULT_BATCH_PATIENCE  # turns a smaller group may wait to fall in with a larger one
-    playback_lead: float = DEFAULT_PLAYBACK_LEAD  # audio seconds buffered beyond which a stream lets first chunks go first
     grace_seconds: float = 10.0  # how long shutdown lets running streams finish
     codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
     onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir
@@ -73,8 +69,6 @@ class ServerConfig:
             raise ConfigError("--max-streams and the batch size must be at least 1")
         if self.batch_patience < 0:
             raise ConfigError(f"--batch-patience must be >= 0, got {self.batch_patience}")
-        if self.playback_lead < 0:
-            raise ConfigError(f"--playback-lead must be >= 0 seconds (0 = off), got {self.playback_lead}")
         if self.threads < 0:
             raise ConfigError("--threads must be >= 0 (0 = onnxruntime's default)")
         if self.grace_seconds < 0:

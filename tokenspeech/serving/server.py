@@ -69,7 +69,7 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 async def start_server(config: ServerConfig, registry: ModelRegistry) -> RunningServer:
     """Start serving ``registry`` as ``config`` says; returns once the port is bound."""
-    service = SpeechService(registry, config.max_streams, playback_lead=config.playback_lead)
+    service = SpeechService(registry, config.max_streams)
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(service.metrics, tuple(
         f"/{name}/" for name in SERVICES))]
     if config.token is not None:

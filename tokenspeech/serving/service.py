@@ -36,10 +36,9 @@ from tokenspeech.serving.backends import (
     finish_program,
     synthesis_program,
 )
-from tokenspeech.serving.config import DEFAULT_PLAYBACK_LEAD
 from tokenspeech.serving.metrics import Metrics
 from tokenspeech.serving.registry import Loaded, ModelRegistry
-from tokenspeech.serving.sessions import Playback, SteppedStream, StreamGate
+from tokenspeech.serving.sessions import SteppedStream, StreamGate
 from tokenspeech.serving.status import NotFoundError
 
 MAX_STREAM_SECONDS = 600.0  # one recognition stream; longer audio should be sent as several streams
@@ -142,12 +141,8 @@ def text_segments(pending: str, final: bool) -> tuple[list[str], str]:
 
 
 class SpeechService:
-    def __init__(self, registry: ModelRegistry, max_streams: int, metrics: Metrics | None = None,
-                 playback_lead: float = DEFAULT_PLAYBACK_LEAD) -> None:
-        """``playback_lead``: seconds of audio buffered ahead of a listener's real-time playback beyond which a
-        synthesis stream gives its turns to streams still waiting for their first chunk (0: never)."""
+    def __init__(self, registry: ModelRegistry, max_streams: int, metrics: Metrics | None = None) -> None:
         self.registry = registry
-        self.playback_lead = playback_lead
         self.metrics = metrics or Metrics()
         self.gate = StreamGate(max_streams, self.metrics.set_active)
 
@@ -182,8 +177,6 @@ class SpeechService:
             started = time.perf_counter()
             encoder = AudioEncoder(plan.format, plan.entry.engine.sample_rate)
             progress = _Progress()
-            rate = plan.entry.engine.sample_rate
-            playback = Playback(self.playback_lead, lambda chunk: chunk.audio.shape[0] / rate)
             segment, pending = 0, ""
             async for piece in _with_end(texts):
                 ended = piece is None
@@ -193,7 +186,7 @@ class SpeechService:
                 ready, pending = text_segments(pending + (piece or ""), ended)
                 for text in ready:
                     options = replace(plan.options, seed=plan.options.seed + segment)
-                    async for out in self._segment(plan, text, options, encoder, ended, progress, playback):
+                    async for out in self._segment(plan, text, options, encoder, ended, progress):
                         if progress.chunks == 1:
                             self.metrics.observe_first_chunk(method, time.perf_counter() - started)
                         yield out
@@ -206,14 +199,14 @@ class SpeechService:
             self.metrics.observe_rtf(method, time.perf_counter() - started, progress.offset)
 
     async def _segment(self, plan: _Synthesis, text: str, options: Any, encoder: AudioEncoder, last: bool,
-                       progress: _Progress, playback: Playback) -> AsyncIterator[AudioOut]:
+                       progress: _Progress) -> AsyncIterator[AudioOut]:
         engine = plan.entry.engine
         base = progress.sentence
 
         def session() -> Program[None]:  # runs on the model's worker, phonemisation included
             yield from synthesis_program(engine, text, options)
 
-        async with SteppedStream(plan.entry.batcher, session(), playback=playback) as stream:
+        async with SteppedStream(plan.entry.batcher, session()) as stream:
             async for chunk in stream:
                 final = last and chunk.final
                 data = encoder.push(chunk.audio) + (encoder.finish() if final else b"")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tokenspeech.decoding import calls
-from tokenspeech.serving.batcher import SETTLED, Ahead, Batcher, Pause
+from tokenspeech.serving.batcher import SETTLED, Batcher, Pause
 from tokenspeech.serving.status import CapacityError
 
 T = TypeVar("T")
@@ -52,46 +51,6 @@ class StreamGate:
             self._on_change(value)
 
 
-REAL_TIME_MARGIN = 0.25  # seconds a stream that gives way stays ahead of real time counted from its request
-
-
-class Playback:
-    """A listener playing a request's audio in real time from its first chunk: how far production is ahead of it.
-
-    A stream that has produced more than ``lead`` seconds beyond what the
-    listener has heard yields :class:`~tokenspeech.serving.batcher.Ahead`,
-    so streams whose listeners still wait for their first chunk get the
-    turns (the batcher runs everyone when nobody waits). It gives way only
-    while it is also ``REAL_TIME_MARGIN`` ahead of real time counted from
-    the request, so a slow first chunk never makes a stream as a whole
-    slower than real time. One ``Playback`` spans a request's sentences, so
-    a later sentence of a streamed text whose listener still has audio
-    buffered does not jump the queue either. ``lead`` 0 turns this off.
-    """
-
-    def __init__(self, lead: float, seconds_of: Callable[[Any], float]) -> None:
-        if lead < 0:
-            raise ValueError(f"lead must be >= 0 seconds, got {lead}")
-        self.lead = lead
-        self._seconds_of = seconds_of
-        self._requested = time.monotonic()
-        self._first: float | None = None  # time.monotonic() of the first output
-        self._seconds = 0.0  # audio produced so far
-
-    def produced(self, item: Any) -> None:
-        """Count an output (on the worker)."""
-        if self._first is None:
-            self._first = time.monotonic()
-        self._seconds += self._seconds_of(item)
-
-    def ahead_until(self) -> float | None:
-        """Until when (``time.monotonic()``) the stream may give way (see above); None if not now."""
-        if self.lead <= 0 or self._first is None:
-            return None
-        until = min(self._first + self._seconds - self.lead, self._requested + self._seconds - REAL_TIME_MARGIN)
-        return until if until > time.monotonic() else None
-
-
 @dataclass(frozen=True)
 class _Ended:
     error: BaseException | None
@@ -117,19 +76,14 @@ class SteppedStream(Generic[T]):
     Until its first output the stream is an *eager* task (:data:`~tokenspeech.serving.batcher.SETTLED`):
     its passes never wait for fuller batches, so the batcher's patience does
     not delay a first audio chunk (16 streams under sustained load, docs/serving.md).
-    With a :class:`Playback`, a stream whose listener has enough audio
-    buffered gives way to eager ones; a stream that starts with its
-    listener's playback already ahead (a later sentence) is not eager.
 
     :meth:`close` stops generation: the program is closed on the worker
     thread at its next call boundary, which frees the session's state.
     """
 
-    def __init__(self, batcher: Batcher, program: calls.Program[None], ahead: int = 2,
-                 playback: Playback | None = None) -> None:
+    def __init__(self, batcher: Batcher, program: calls.Program[None], ahead: int = 2) -> None:
         if ahead < 1:
             raise ValueError("ahead must be at least 1")
-        self._playback = playback
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ahead = ahead
@@ -138,16 +92,14 @@ class SteppedStream(Generic[T]):
         self._pause: Pause | None = None
         self._closed = False
         self._batcher = batcher
-        eager = playback is None or playback.ahead_until() is None
-        self._future = batcher.submit_program(self._pump(program, eager), eager=eager)
+        self._future = batcher.submit_program(self._pump(program), eager=True)
         self._future.add_done_callback(self._ended)
 
-    def _pump(self, program: calls.Program[None], eager: bool) -> calls.Program[None]:
+    def _pump(self, program: calls.Program[None]) -> calls.Program[None]:
         """On the worker: the program's calls pass through; its outputs go to the queue."""
         outputs = calls.Outputs(program)
-        settled = not eager
+        settled = False
         try:
-            yield from self._give_way_if_ahead()
             while True:
                 item = yield from outputs.next()
                 if item is calls.END:
@@ -155,9 +107,6 @@ class SteppedStream(Generic[T]):
                 if not settled:  # the first output is out: from now on its passes may wait for fuller batches
                     settled = True
                     yield SETTLED
-                if self._playback is not None:
-                    self._playback.produced(item)
-                    yield from self._give_way_if_ahead()
                 with self._lock:
                     self._unread += 1
                     pause = self._pause = Pause() if self._unread >= self._ahead else None
@@ -169,11 +118,6 @@ class SteppedStream(Generic[T]):
                     yield pause
         finally:
             outputs.close()
-
-    def _give_way_if_ahead(self) -> Iterator[Ahead]:
-        until = None if self._playback is None else self._playback.ahead_until()
-        if until is not None:
-            yield Ahead(until)
 
     def _ended(self, future: Future) -> None:
         error = None if future.cancelled() else future.exception()
