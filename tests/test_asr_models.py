@@ -400,6 +400,21 @@ def test_init_from_an_export_continues_at_its_step_and_refuses_unknown_phonemes(
         train_asr(_options(tmp_path / "third", 6, init_from=first / "asr"))
 
 
+def test_restart_schedule_starts_a_new_cycle_at_the_init_step(tmp_path: Path) -> None:
+    from tokenspeech.training.asr import _lr_factor
+
+    plain = replace(_options(tmp_path, 10_000, init_from=tmp_path / "asr"), warmup=100)
+    warm = replace(plain, restart_schedule=True)
+    # on the original schedule, step 8,000 of 10,000 is late: a small rate even after the ramp
+    assert _lr_factor(8_100, plain, init_step=8_000) < 0.2
+    # a warm restart ramps up over --warmup steps from the init step to the full rate, then decays to 5 %
+    assert _lr_factor(8_000, warm, init_step=8_000) == pytest.approx(0.01)
+    assert _lr_factor(8_099, warm, init_step=8_000) == pytest.approx(1.0)
+    assert _lr_factor(9_050, warm, init_step=8_000) == pytest.approx(0.525)
+    assert _lr_factor(10_000, warm, init_step=8_000) == pytest.approx(0.05)
+    with pytest.raises(ConfigError, match="restart_schedule"):
+        _options(tmp_path, 10, restart_schedule=True)
+
 def test_cli_builds_options(tmp_path: Path) -> None:
     import argparse
 
@@ -410,7 +425,11 @@ def test_cli_builds_options(tmp_path: Path) -> None:
     args = parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--steps", "5",
                               "--decoders", "paraformer,semiar", "--dim", "64", "--vtlp-prob", "0.5"])
     options = _options(args)
+    assert not options.restart_schedule
     assert options.model.decoders == ("ctc", "paraformer", "semiar") and options.model.dim == 64
     assert options.augment.vtlp_prob == 0.5 and options.steps == 5 and args.run.__name__ == "run_asr"
     clean = _options(parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--no-augment"]))
     assert clean.augment.noise_prob == 0 and clean.augment.vtlp_prob == 0
+    warm = _options(parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path),
+                                       "--init-from", str(tmp_path / "asr"), "--restart-schedule"]))
+    assert warm.restart_schedule and warm.init_from == tmp_path / "asr"

@@ -96,6 +96,7 @@ class AsrTrainOptions:
     stop_at_step: int | None = None  # end this process early (schedule still spans ``steps``); resume later
     time_limit_minutes: float | None = None  # end this process after this wall time, checkpointed
     init_from: Path | None = None  # new run: start from these exported weights (asr.safetensors) at their step
+    restart_schedule: bool = False  # with init_from: a new warm-up and cosine cycle from the init step to ``steps``
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.threads < 1 or self.ctc_warmup_steps < 0:
@@ -110,6 +111,9 @@ class AsrTrainOptions:
             raise ConfigError("stop_at_step must be >= 1")
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ConfigError("time_limit_minutes must be > 0")
+        if self.restart_schedule and self.init_from is None and not self.resume:
+            raise ConfigError("restart_schedule restarts the learning-rate schedule at the init_from step: "
+                              "give init_from (or resume a run that had it)")
         if min(self.log_every, self.checkpoint_every, self.export_every) < 1:
             raise ConfigError("log_every, checkpoint_every and export_every must be >= 1")
 
@@ -135,10 +139,17 @@ class _Run:
 
 
 def _lr_factor(step: int, options: AsrTrainOptions, init_step: int = 0) -> float:
-    """Linear warm-up, then cosine decay to 5 %; a run from exported weights warms up again from ``init_step``."""
-    if step < options.warmup:
-        return (step + 1) / options.warmup
-    progress = (step - options.warmup) / max(1, options.steps - options.warmup)
+    """Linear warm-up, then cosine decay to 5 %; a run from exported weights warms up again from ``init_step``.
+
+    By default such a run stays on the original schedule (a late init step
+    means a small learning rate). ``restart_schedule`` starts a new cycle
+    at ``init_step`` instead (a warm restart): ``lr`` after the warm-up,
+    decaying to 5 % at ``steps``.
+    """
+    start = init_step if options.restart_schedule else 0
+    if step - start < options.warmup:
+        return (step - start + 1) / options.warmup
+    progress = (step - start - options.warmup) / max(1, options.steps - start - options.warmup)
     cosine = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     if init_step:  # fresh optimiser moments: ramp up to the schedule's value
         return cosine * min(1.0, (step - init_step + 1) / max(1, options.warmup))
@@ -331,7 +342,8 @@ def _export(run: _Run, wer: float | None) -> Path:
                 "parameters": count_parameters(run.model), "dynamic_chunk": list(run.options.chunk_range),
                 "augment": asdict(run.options.augment)}
     if run.init_step:  # the steps before it were trained elsewhere (another corpus, perhaps)
-        training["init_from"] = {"path": str(run.options.init_from), "step": run.init_step}
+        training["init_from"] = {"path": str(run.options.init_from), "step": run.init_step,
+                                 "restart_schedule": run.options.restart_schedule}
     metrics = {"dev_wer_ctc_greedy": wer, "dev_utterances": len(run.dev)}
     return save_asr_model(run.model, run.options.out / "asr", run.vocabulary, run.mel, run.phonemes,
                           training, metrics)

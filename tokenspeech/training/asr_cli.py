@@ -36,6 +36,10 @@ def configure_asr(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                         help="start a new run from exported weights (e.g. tokenspeech/assets/asr.safetensors) at "
                              "the step they were exported at; sizes, decoders and symbols come from its card, "
                              "the optimiser starts afresh and ramps up over --warmup steps; --steps is the total")
+    parser.add_argument("--restart-schedule", action="store_true",
+                        help="with --init-from: start a new learning-rate cycle at the init step (warm-up to --lr, "
+                             "cosine decay to 5%% at --steps) instead of staying on the schedule of a run from step 0, "
+                             "whose rate is small that late; give it again with --resume")
     parser.add_argument("--decoders", default=",".join(DECODERS), help="comma list; ctc is always trained")
     parser.add_argument("--dim", type=int, default=None, help="model size (default: AsrModelConfig's)")
     parser.add_argument("--encoder-layers", type=int, default=None, help="model size (default: AsrModelConfig's)")
@@ -79,7 +83,8 @@ def _options(args: argparse.Namespace):
         warmup=args.warmup, threads=args.threads, resume=args.resume, model=model,
         augment=AugmentOptions.none() if args.no_augment else AugmentOptions(vtlp_prob=args.vtlp_prob),
         ctc_warmup_steps=args.ctc_warmup_steps, checkpoint_every=args.checkpoint_every, export_every=args.export_every,
-        eval_utterances=args.eval_utterances, seed=args.seed, init_from=args.init_from)
+        eval_utterances=args.eval_utterances, seed=args.seed, init_from=args.init_from,
+        restart_schedule=args.restart_schedule)
 
 
 def run_asr(args: argparse.Namespace) -> int:
