@@ -339,7 +339,7 @@ def voice_group(clip: Clip) -> str:
     return family_of(clip.voice) or clip.voice
 
 
-def wer_by_voice(results: dict[str, Result], clips: list[Clip]) -> dict[str, dict[str, dict]]:
+def wer_by_voice(results: dict[str, Result], clips: list[Clip]) -> dict[str, dict[str, float]]:
     """``{"set / voice group": {"clips": n, "words": n, system: WER %}}``: where each system loses its words."""
     from tokenspeech.eval.wer import error_rates
 
@@ -360,7 +360,7 @@ def wer_by_voice(results: dict[str, Result], clips: list[Clip]) -> dict[str, dic
     return table
 
 
-def by_voice_table(table: dict[str, dict[str, dict]], results: dict[str, Result]) -> str:
+def by_voice_table(table: dict[str, dict[str, float]], results: dict[str, Result]) -> str:
     names = [n for n, r in results.items() if not r.skipped]
     rows = [[key, str(entry["clips"]), str(entry.get("words", ""))] + [number(entry.get(n)) for n in names]
             for key, entry in table.items()]

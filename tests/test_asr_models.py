@@ -415,6 +415,7 @@ def test_restart_schedule_starts_a_new_cycle_at_the_init_step(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="restart_schedule"):
         _options(tmp_path, 10, restart_schedule=True)
 
+
 def test_cli_builds_options(tmp_path: Path) -> None:
     import argparse
 
