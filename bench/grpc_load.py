@@ -115,6 +115,8 @@ def running_server(args: argparse.Namespace, models: ModelPaths, max_batch: int,
                "--grace", "1", "--onnx-cache", str(workdir / "onnx-cache")]
     if args.backend == "onnx":
         command += ["--threads", str(args.threads)]
+    else:
+        command += ["--precision", args.precision]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -426,6 +428,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--random", choices=SIZES, default=None, help="serve random models of this size instead")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of the server")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="torch backend: the server's --precision (both servers of the comparison)")
     parser.add_argument("--decoder", default="semiar", help="TTS decoder (semiar streams block by block)")
     parser.add_argument("--steps", type=int, default=None,
                         help="first-codebook passes asked for (default: the decoder's)")
@@ -468,7 +472,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                "guidance": args.guidance, "fine_guidance": args.fine_guidance, "streams": args.streams,
                                "load_seconds": args.load_seconds, "batch_patience": args.batch_patience,
                                "models": f"random {args.random}-size" if args.random else "trained models",
-                               "threads": args.threads, "max_batch": args.max_batch, "repeats": args.repeats,
+                               "threads": args.threads, "precision": args.precision, "max_batch": args.max_batch,
+                               "repeats": args.repeats,
                                "rounds": {}}
     batches = list(dict.fromkeys((args.max_batch, 1)))
     with ExitStack() as running:

@@ -308,6 +308,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None,
                         help="our TTS model (.safetensors + .json card; default: tokenspeech/assets/tts)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: the shipped codec)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="our model's and codec's matrix products (tokenspeech.models.precision; default fp32)")
     parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"),
                         help="corpus folder with test.jsonl (default: /work/corpus)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/tts"), help="folder for results.json")
@@ -356,7 +358,7 @@ def load_synthesizer(args: argparse.Namespace):
 
     def load():
         try:
-            return Synthesizer.load(args.model, args.codec)
+            return Synthesizer.load(args.model, args.codec, args.precision)
         except ModelLoadError as error:
             if "but the codec is" in str(error) and args.codec is None:
                 raise ModelLoadError(f"{error}; pass --codec with the codec the model was trained on") from error
@@ -409,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_card_metrics": synth.bundle.card.get("metrics") if hasattr(synth.bundle, "card") else None,
         "foreign_cores_busy_at_start": foreign, "threads": args.threads,
         "first_audio_threads": args.first_audio_threads, "seed": args.seed, "synthesis_seed": synthesis_seed,
+        "precision": args.precision,
         "steps": args.steps, "coarse_steps": args.coarse_steps, "fine_passes": args.fine_passes, "guidance": args.guidance,
         "fine_guidance": args.fine_guidance, "temperature": args.temperature,
         "sentences": [{"id": s.id, "text": s.text} for s in sentences],

@@ -189,7 +189,12 @@ class TorchCodecEngine:
 
 
 class TorchBackend:
+    """Loads PyTorch models; the TTS model's and codec's large matrix products run at ``precision``."""
+
     name = "torch"
+
+    def __init__(self, precision: str = "fp32") -> None:
+        self.precision = precision
 
     def kinds(self, path: Path) -> tuple[str, ...]:
         from tokenspeech.serving.model_files import card_kind
@@ -200,7 +205,11 @@ class TorchBackend:
         from tokenspeech.tts.model_io import load_tts_model
         from tokenspeech.tts.pipeline import Synthesizer
 
-        return Synthesizer(load_tts_model(path), codec.codec)  # type: ignore[attr-defined]
+        from tokenspeech.models.precision import set_precision
+
+        bundle = load_tts_model(path)
+        set_precision(bundle.model, self.precision)
+        return Synthesizer(bundle, codec.codec)  # type: ignore[attr-defined]
 
     def load_asr(self, path: Path) -> AsrEngine:
         from tokenspeech.asr.model_io import load_asr_model
@@ -210,13 +219,17 @@ class TorchBackend:
     def load_codec(self, path: Path | None) -> CodecEngine:
         from tokenspeech.codecs.native import load_native_codec
 
-        return TorchCodecEngine(load_native_codec(path))
+        from tokenspeech.models.precision import set_precision
+
+        codec = load_native_codec(path)
+        set_precision(codec.model, self.precision)
+        return TorchCodecEngine(codec)
 
 
 def get_backend(config: ServerConfig) -> Backend:
     """The backend ``config.backend`` names, set up as ``config`` says."""
     if config.backend == "torch":
-        return TorchBackend()
+        return TorchBackend(config.precision)
     from tokenspeech.runtime.sessions import RuntimeOptions
     from tokenspeech.serving.onnx_backend import OnnxBackend
 

@@ -34,7 +34,7 @@ import argparse
 from pathlib import Path
 
 # plain dataclasses: no grpc, no torch
-from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT
+from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT, PRECISIONS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: $XDG_CACHE_HOME/tokenspeech/onnx or ~/.cache/tokenspeech/onnx)")
     parser.add_argument("--threads", type=int, default=0,
                         help="onnx backend: intra-op threads per session (default 0: onnxruntime decides)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="torch backend: matrix products of the TTS model and codec in fp32 (default) or bf16 "
+                             "(bfloat16: faster batched passes on CPUs with AVX512-BF16 or AMX, audio differs "
+                             "slightly); auto = bf16 where the CPU has it. ASR runs fp32")
     parser.add_argument("--max-streams", type=int, default=16, help="concurrent requests before RESOURCE_EXHAUSTED")
     parser.add_argument("--max-batch", type=int, default=16,
                         help="sessions stepped together, their model passes merged into batched calls "
@@ -77,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
                           batch_patience=args.batch_patience, token=args.token,
                           tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
                           grace_seconds=args.grace, codec=args.codec,
-                          onnx_cache=args.onnx_cache, threads=args.threads)
+                          onnx_cache=args.onnx_cache, threads=args.threads,
+                          precision=args.precision)
     return serve(config)

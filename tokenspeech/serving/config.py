@@ -8,6 +8,7 @@ from pathlib import Path
 from tokenspeech.errors import ConfigError
 
 BACKENDS = ("torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16")  # tokenspeech.models.precision.PRECISIONS, without importing torch
 DEFAULT_PORT = 50051
 # Turns a smaller batchable group may wait for a larger one (Batcher). 3: with 16 clients calling back to back
 # (sessions out of phase) it filled the passes and raised synthesis throughput ~13 % (docs/serving.md, session 6).
@@ -57,10 +58,15 @@ class ServerConfig:
     codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
     onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir
     threads: int = 0  # onnx backend: intra-op threads of each session; 0 = onnxruntime's default
+    precision: str = "fp32"  # torch backend: the TTS model's and codec's matrix products (tokenspeech.models.precision)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.backend != "torch" and self.precision == "bf16":
+            raise ConfigError("--precision bf16 is for the torch backend; the onnx backend runs float32")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 DECODER_CHOICES = ("nar", "semiar", "ar")  # checked against tokenspeech.tts.pipeline.DECODERS in the tests
+PRECISION_CHOICES = ("auto", "fp32", "bf16")  # tokenspeech.models.precision.PRECISIONS, without importing torch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", action="store_true", help="write audio as it is produced")
     parser.add_argument("--model", type=Path, default=None, help="TTS model (.safetensors; default: shipped)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: shipped)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                        help="matrix products of the TTS model and codec: fp32 (default), bf16 (bfloat16: faster "
+                             "on CPUs with AVX512-BF16 or AMX, audio differs slightly), or auto (bf16 where the "
+                             "CPU has it)")
     parser.set_defaults(run=run)
 
 
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args)
     if args.stream and args.output != "-" and Path(args.output).suffix.lower() != ".wav":
         raise ConfigError("--stream writes WAV files (or raw PCM with -o -); use an output name ending in .wav")
-    synth = Synthesizer.load(args.model, args.codec)
+    synth = Synthesizer.load(args.model, args.codec, args.precision)
     started = time.perf_counter()
     if args.stream:
         seconds = _write_stream(synth, text, options, args.output)

@@ -317,16 +317,26 @@ class Synthesizer:
         self.phonemize = phonemizer
 
     @classmethod
-    def load(cls, model: str | Path | None = None, codec: str | Path | None = None) -> Synthesizer:
-        """The TTS model at ``model`` (default: shipped) with the codec its card names (at ``codec`` or shipped)."""
+    def load(cls, model: str | Path | None = None, codec: str | Path | None = None,
+             precision: str = "fp32") -> Synthesizer:
+        """The TTS model at ``model`` (default: shipped) with the codec its card names (at ``codec`` or shipped).
+
+        ``precision`` (``fp32``, ``bf16`` or ``auto``) is that of both
+        networks' large matrix products (:mod:`tokenspeech.models.precision`).
+        """
         from tokenspeech.codecs.native import NAME, load_native_codec
+        from tokenspeech.models.precision import resolve_precision, set_precision
         from tokenspeech.tts.model_io import load_tts_model
 
+        resolved = resolve_precision(precision)  # bad names fail before the weights load
         bundle = load_tts_model(model)
         if bundle.codec.name != NAME:
             raise ModelLoadError(f"the TTS model needs the {bundle.codec.name!r} codec; only {NAME!r} can be "
                                  "loaded by path here")
-        return cls(bundle, load_native_codec(Path(codec) if codec is not None else None))
+        native = load_native_codec(Path(codec) if codec is not None else None)
+        set_precision(bundle.model, resolved)
+        set_precision(native.model, resolved)
+        return cls(bundle, native)
 
     @property
     def voices(self) -> tuple[str, ...]:
