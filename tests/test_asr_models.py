@@ -426,11 +426,15 @@ def test_cli_builds_options(tmp_path: Path) -> None:
     args = parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--steps", "5",
                               "--decoders", "paraformer,semiar", "--dim", "64", "--vtlp-prob", "0.5"])
     options = _options(args)
-    assert not options.restart_schedule
+    assert not options.restart_schedule and options.full_context_prob == 0.5
     assert options.model.decoders == ("ctc", "paraformer", "semiar") and options.model.dim == 64
     assert options.augment.vtlp_prob == 0.5 and options.steps == 5 and args.run.__name__ == "run_asr"
     clean = _options(parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path), "--no-augment"]))
     assert clean.augment.noise_prob == 0 and clean.augment.vtlp_prob == 0
     warm = _options(parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path),
-                                       "--init-from", str(tmp_path / "asr"), "--restart-schedule"]))
-    assert warm.restart_schedule and warm.init_from == tmp_path / "asr"
+                                       "--init-from", str(tmp_path / "asr"), "--restart-schedule",
+                                       "--full-context-prob", "0.8"]))
+    assert warm.restart_schedule and warm.init_from == tmp_path / "asr" and warm.full_context_prob == 0.8
+    with pytest.raises(ConfigError, match="full_context_prob"):
+        _options(parser.parse_args(["asr", "--corpus", str(FIXTURE), "--out", str(tmp_path),
+                                    "--full-context-prob", "1.5"]))
