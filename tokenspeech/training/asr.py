@@ -97,6 +97,7 @@ class AsrTrainOptions:
     time_limit_minutes: float | None = None  # end this process after this wall time, checkpointed
     init_from: Path | None = None  # new run: start from these exported weights (asr.safetensors) at their step
     restart_schedule: bool = False  # with init_from: a new warm-up and cosine cycle from the init step to ``steps``
+    bf16: bool = False  # forward and backward under bfloat16 autocast (weights, optimiser and losses float32)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.threads < 1 or self.ctc_warmup_steps < 0:
@@ -296,8 +297,9 @@ def train_step(run: _Run) -> dict[str, float] | None:
     for group in run.optimizer.param_groups:
         group["lr"] = run.options.lr * _lr_factor(run.step, run.options, run.init_step)
     run.model.train()
-    losses = asr_losses(run.model, batch, chunk, left, run.options.losses, run.vocabulary.bos_id,
-                        run.vocabulary.eos_id, ctc_only=ctc_only)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.options.bf16):
+        losses = asr_losses(run.model, batch, chunk, left, run.options.losses, run.vocabulary.bos_id,
+                            run.vocabulary.eos_id, ctc_only=ctc_only)
     run.optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.options.grad_clip)
@@ -340,7 +342,7 @@ def _export(run: _Run, wer: float | None) -> Path:
     training = {"corpus": str(run.options.corpus), "train_hours": round(hours, 2), "utterances": len(run.train),
                 "steps": run.step, "max_batch_seconds": run.options.max_batch_seconds,
                 "parameters": count_parameters(run.model), "dynamic_chunk": list(run.options.chunk_range),
-                "augment": asdict(run.options.augment)}
+                "augment": asdict(run.options.augment), "bf16_autocast": run.options.bf16}
     if run.init_step:  # the steps before it were trained elsewhere (another corpus, perhaps)
         training["init_from"] = {"path": str(run.options.init_from), "step": run.init_step,
                                  "restart_schedule": run.options.restart_schedule}

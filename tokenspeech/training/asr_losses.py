@@ -46,7 +46,9 @@ class LossWeights:
     glm_ratio: float = 0.5
 
 
-def _ctc(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+def _ctc(logits: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """CTC over a head's ``logits [B, T, V]``, normalised in float32 (under bf16 autocast the head gives bf16)."""
+    log_probs = logits.float().log_softmax(dim=-1)
     loss = F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=0,
                       reduction="sum", zero_infinity=True)
     return loss / target_lengths.sum().clamp(min=1)
@@ -56,7 +58,7 @@ def _token_ce(logits: Tensor, targets: Tensor, valid: Tensor, smoothing: float) 
     """Mean cross-entropy over ``valid [B, N]`` positions."""
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[valid], targets[valid], label_smoothing=smoothing)
+    return F.cross_entropy(logits[valid].float(), targets[valid], label_smoothing=smoothing)
 
 
 def _valid(lengths: Tensor, size: int) -> Tensor:
@@ -94,7 +96,7 @@ def _semiar_loss(model: AsrModel, acoustic: Tensor, weights: Tensor, batch: AsrB
 
 def _paraformer_losses(model: AsrModel, batch: AsrBatch, encoded: Tensor, lengths: Tensor, chunk: int,
                        w: LossWeights) -> dict[str, Tensor]:
-    alphas = model.predictor(encoded)
+    alphas = model.predictor(encoded).float()  # CIF sums them: float32 even under bf16 autocast
     valid_frames = _valid(lengths, encoded.shape[1]).to(alphas.dtype)
     targets = batch.char_lengths.float().clamp(min=1)
     losses = {"quantity": (((alphas * valid_frames).sum(1) - targets).abs() / targets).mean()}
@@ -131,10 +133,9 @@ def asr_losses(model: AsrModel, batch: AsrBatch, chunk: int, left_chunks: int, w
     """
     encoded, lengths = model.encode(batch.mel, batch.mel_lengths, chunk, left_chunks)
     lengths = lengths.clamp(min=1)
-    losses = {"ctc": _ctc(model.ctc_log_probs(encoded), lengths, batch.chars, batch.char_lengths)}
+    losses = {"ctc": _ctc(model.ctc(encoded), lengths, batch.chars, batch.char_lengths)}
     if model.phoneme_ctc is not None and batch.phonemes is not None:
-        losses["phoneme_ctc"] = _ctc(model.phoneme_log_probs(encoded), lengths, batch.phonemes,
-                                     batch.phoneme_lengths)
+        losses["phoneme_ctc"] = _ctc(model.phoneme_ctc(encoded), lengths, batch.phonemes, batch.phoneme_lengths)
     if model.parallel_decoder is not None and not ctc_only:
         losses.update(_paraformer_losses(model, batch, encoded, lengths, chunk, w))
     if model.attention_decoder is not None and not ctc_only:
