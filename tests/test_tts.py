@@ -436,6 +436,30 @@ def test_training_smoke_loss_decreases_and_resume_is_exact(tmp_path: Path) -> No
     assert durations["durations"].sum() == codes["codes"].shape[1] and durations["mel_durations"].min() >= 1
 
 
+def test_bf16_autocast_training_keeps_float32_weights_and_close_losses(tmp_path: Path) -> None:
+    from dataclasses import replace as with_changes
+
+    from tokenspeech.training.tts import train_tts
+
+    codec = tiny_codec()
+    train_tts(_train_options(tmp_path / "fp32", stop_at=3), codec)
+    bf16 = tmp_path / "bf16"
+    shutil.copytree(tmp_path / "fp32" / "cache", bf16 / "cache")  # the same data and aligner
+    shutil.copy(tmp_path / "fp32" / "aligner.pt", bf16 / "aligner.pt")
+    train_tts(with_changes(_train_options(bf16, stop_at=3), bf16=True), codec)
+
+    def first_row(run: Path) -> dict:
+        rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+        return next(row for row in rows if row.get("phase") == "tts" and "total" in row)
+
+    expected, got = first_row(tmp_path / "fp32"), first_row(bf16)
+    assert got["step"] == expected["step"]
+    for name in ("total", "stage", "duration", "ar"):
+        assert got[name] == pytest.approx(expected[name], rel=0.05), name
+    state = torch.load(bf16 / "last.pt", weights_only=False)["model"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
 def test_stage_losses_score_every_codebook_on_the_same_masks(tmp_path: Path) -> None:
     """bench/tts_stages.py's numbers: one per codebook, repeatable, and the same inputs for any model."""
     from tokenspeech.training.tts import stage_losses, train_tts
@@ -632,7 +656,9 @@ def test_train_cli_passes_stage_weights_and_rejects_words(tmp_path: Path, monkey
     configure_tts(parser.add_subparsers())
     base = ["tts", "--corpus", str(FIXTURE), "--out", str(tmp_path / "run"), "--codebooks", "3"]
     args = parser.parse_args([*base, "--stage-weights", "1,2,0.5"])
-    assert args.run(args) == 0 and seen[-1].masking.stage_weights == (1.0, 2.0, 0.5)
+    assert args.run(args) == 0 and seen[-1].masking.stage_weights == (1.0, 2.0, 0.5) and not seen[-1].bf16
+    args = parser.parse_args([*base, "--bf16"])
+    assert args.run(args) == 0 and seen[-1].bf16
     args = parser.parse_args([*base, "--stage-weights", "1,two,3"])
     with pytest.raises(ConfigError, match="comma-separated numbers"):
         args.run(args)

@@ -157,6 +157,7 @@ class TtsTrainOptions:
     threads: int = 2
     seed: int = 0
     resume: bool = False
+    bf16: bool = False  # forward and backward under bfloat16 autocast (weights, optimiser and losses float32)
     log_every: int = 10
     checkpoint_every: int = 200
     export_every: int = 1000
@@ -412,7 +413,7 @@ def _masked_ce(logits: Tensor, codes: Tensor, where: Tensor) -> tuple[Tensor, Te
     if not bool(where.any()):
         zero = logits.new_zeros(())
         return zero, zero
-    selected = logits[where]
+    selected = logits[where].float()  # bf16 under autocast: the softmax and its loss in float32
     target = codes[where]
     return F.cross_entropy(selected, target), (selected.argmax(-1) == target).float().mean()
 
@@ -430,7 +431,8 @@ def tts_losses(model: TtsModel, batch: TtsBatch, options: TtsTrainOptions, rng: 
     """Every loss term of one batch (``total`` included)."""
     h, log_durations = model.encode_text(batch.phonemes, batch.voice, batch.phoneme_lengths)
     phoneme_valid = torch.arange(batch.phonemes.shape[1])[None, :] < batch.phoneme_lengths[:, None]
-    duration = F.mse_loss(log_durations[phoneme_valid], torch.log1p(batch.durations.float())[phoneme_valid])
+    duration = F.mse_loss(log_durations[phoneme_valid].float(),
+                          torch.log1p(batch.durations.float())[phoneme_valid])
     frames = batch.codes.shape[2]
     cond, _ = model.condition(h, batch.durations, batch.voice, frames)
     masked, logits = _masked_logits(model, batch, cond, options.masking, rng)
@@ -443,7 +445,7 @@ def tts_losses(model: TtsModel, batch: TtsBatch, options: TtsTrainOptions, rng: 
         previous = torch.cat([bos, batch.codes[:, 0, :-1]], dim=1)
         ar_logits = model.ar(previous, cond, batch.frame_lengths)
         frame_valid = torch.arange(frames)[None, :] < batch.frame_lengths[:, None]
-        losses["ar"] = F.cross_entropy(ar_logits[frame_valid], batch.codes[:, 0][frame_valid])
+        losses["ar"] = F.cross_entropy(ar_logits[frame_valid].float(), batch.codes[:, 0][frame_valid])
         total = total + options.ar_weight * losses["ar"]
     losses["total"] = total
     return losses
@@ -590,7 +592,8 @@ class _TtsRun:
         rng = np.random.default_rng([options.seed, 3, self.step])  # masks
         for group in self.optimizer.param_groups:
             group["lr"] = _lr(options, self.step)
-        losses = tts_losses(self.model, batch, options, rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16):
+            losses = tts_losses(self.model, batch, options, rng)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), options.grad_clip)
