@@ -406,6 +406,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(OURS + PEERS),
                         help=f"comma list of systems (default: all: {','.join(OURS + PEERS)})")
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="our model's large matrix products (tokenspeech.models.precision; default fp32)")
     parser.add_argument("--beam", type=int, default=None,
                         help="beam of our ctc, ar and paraformer decoders (default: ctc 16 and paraformer 8 with the "
                              "LM, else 1 = greedy; ar 4)")
@@ -440,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         args.chunk = args.chunk or RecognizerOptions().chunk
         bundle = load_or_fail(lambda: load_asr_model(args.model), "ASR model") if set(names) & set(OURS) else None
         if bundle is not None:
+            from tokenspeech.models.precision import set_precision
+
+            set_precision(bundle.model, args.precision)
             from tokenspeech.asr.lm import load_lm
 
             args.language_model = load_or_fail(lambda: load_lm(args.lm, bundle.vocabulary), "language model")
@@ -455,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
         "model_card_metrics": bundle.card.get("metrics") if bundle else None,
-        "foreign_cores_busy_at_start": foreign, "threads": args.threads, "seed": args.seed, "beam": args.beam,
+        "foreign_cores_busy_at_start": foreign, "threads": args.threads, "precision": args.precision, "seed": args.seed, "beam": args.beam,
         "lm": str(args.lm or "(shipped)"), "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
         "ctc_weight": args.ctc_weight,
         "chunk": args.chunk,

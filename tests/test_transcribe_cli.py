@@ -92,7 +92,7 @@ def corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def use(monkeypatch: pytest.MonkeyPatch, recognizer: FakeRecognizer) -> FakeRecognizer:
-    monkeypatch.setattr(batch, "make_recognizer", lambda decoder, model_path, threads, lm, beam: recognizer)
+    monkeypatch.setattr(batch, "make_recognizer", lambda decoder, model_path, threads, lm, beam, precision: recognizer)
     return recognizer
 
 

@@ -334,8 +334,10 @@ def _clock(seconds: float) -> str:
 
 
 def make_recognizer(decoder: str, model_path: str | Path | None = None, threads: int = 0,
-                    lm: str | Path | None = None, beam_size: int | None = None) -> Recognizer:
+                    lm: str | Path | None = None, beam_size: int | None = None, precision: str = "fp32") -> Recognizer:
     """The shipped (or ``model_path``) ASR model with ``decoder``; ``threads`` > 0 sets torch's CPU threads.
+
+    ``precision``: of the model's large matrix products (:mod:`tokenspeech.models.precision`).
 
     ``lm``: the character LM of the ctc and ar searches (default: the shipped one; ``"none"``: none, ctc greedy).
     Raises :class:`ModelLoadError` when the model code, weights or LM are missing.
@@ -351,10 +353,14 @@ def make_recognizer(decoder: str, model_path: str | Path | None = None, threads:
         import torch
 
         torch.set_num_threads(threads)
+    from tokenspeech.models.precision import resolve_precision, set_precision
+
+    resolved = resolve_precision(precision)  # a bad name fails before the weights load
     try:
         bundle = asr_models.load_asr_model(model_path)
     except OSError as error:
         raise ModelLoadError(f"cannot load the ASR model {model_path or '(shipped)'}: {error}") from error
+    set_precision(bundle.model, resolved)
     from tokenspeech.asr.engine import LM_DECODERS
     from tokenspeech.asr.lm import load_lm
 

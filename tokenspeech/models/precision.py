@@ -50,8 +50,27 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def bucketed_rows(rows: int) -> int:
+    """The row count a bfloat16 product is padded to: a power of two up to 32, then a multiple of 32.
+
+    oneDNN compiles a kernel for each new shape (about 0.3 ms on this
+    project's CPUs) and caches a limited number of them. A server's passes
+    come in ever new row counts (streams x frames, sentences x phonemes),
+    so unpadded bf16 products compiled most of the time and ran slower than
+    float32 (docs/serving.md, session 23); padded, each layer sees a few
+    dozen shapes.
+    """
+    if rows <= 32:
+        return 1 << max(0, rows - 1).bit_length()
+    return -(-rows // 32) * 32
+
+
 class Bf16Linear(nn.Module):
-    """An inference-only :class:`nn.Linear` with bfloat16 weights that takes and returns float32."""
+    """An inference-only :class:`nn.Linear` with bfloat16 weights that takes and returns float32.
+
+    Rows are padded to :func:`bucketed_rows` for the product (and cut after),
+    so the kernel's shape repeats across calls.
+    """
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -61,7 +80,13 @@ class Bf16Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+        rows = x.numel() // self.in_features
+        flat = x.reshape(rows, self.in_features).to(torch.bfloat16)
+        padded = bucketed_rows(rows)
+        if padded != rows:
+            flat = F.pad(flat, (0, 0, 0, padded - rows))
+        y = F.linear(flat, self.weight, self.bias)[:rows]
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -189,7 +189,7 @@ class TorchCodecEngine:
 
 
 class TorchBackend:
-    """Loads PyTorch models; the TTS model's and codec's large matrix products run at ``precision``."""
+    """Loads PyTorch models; their large matrix products run at ``precision`` (:mod:`tokenspeech.models.precision`)."""
 
     name = "torch"
 
@@ -214,7 +214,11 @@ class TorchBackend:
     def load_asr(self, path: Path) -> AsrEngine:
         from tokenspeech.asr.model_io import load_asr_model
 
-        return TorchAsrEngine(load_asr_model(path))
+        from tokenspeech.models.precision import set_precision
+
+        bundle = load_asr_model(path)
+        set_precision(bundle.model, self.precision)
+        return TorchAsrEngine(bundle)
 
     def load_codec(self, path: Path | None) -> CodecEngine:
         from tokenspeech.codecs.native import load_native_codec

@@ -53,9 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="onnx backend: intra-op threads per session (default 0: onnxruntime decides)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="torch backend: matrix products of the TTS model and codec in fp32 (default) or bf16 "
-                             "(bfloat16: faster batched passes on CPUs with AVX512-BF16 or AMX, audio differs "
-                             "slightly); auto = bf16 where the CPU has it. ASR runs fp32")
+                        help="torch backend: the models' large matrix products in fp32 (default) or bf16 "
+                             "(bfloat16: faster on CPUs with AVX512-BF16 or AMX; audio and text differ slightly); "
+                             "auto = bf16 where the CPU has it")
     parser.add_argument("--max-streams", type=int, default=16, help="concurrent requests before RESOURCE_EXHAUSTED")
     parser.add_argument("--max-batch", type=int, default=16,
                         help="sessions stepped together, their model passes merged into batched calls "

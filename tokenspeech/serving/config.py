@@ -58,7 +58,7 @@ class ServerConfig:
     codec: Path | None = None  # codec weights (or, onnx backend, an export directory); None = the shipped tscodec
     onnx_cache: Path | None = None  # onnx backend: where .safetensors models are exported; None = user cache dir
     threads: int = 0  # onnx backend: intra-op threads of each session; 0 = onnxruntime's default
-    precision: str = "fp32"  # torch backend: the TTS model's and codec's matrix products (tokenspeech.models.precision)
+    precision: str = "fp32"  # torch backend: the models' large matrix products (tokenspeech.models.precision)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
