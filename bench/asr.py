@@ -62,6 +62,7 @@ import numpy as np
 
 from _common import (RATE, Clip, Row, cpu_seconds, fail, load_or_fail, markdown_table, number, ratio, read_split, sample,
                      split_list, threads, timed, warn_if_busy, write_json)
+from tokenspeech.precisions import PRECISIONS
 
 OURS = ("ctc", "ctc-greedy", "paraformer", "paraformer-greedy", "ar", "semiar-stream", "ctc-stream")
 PEERS = ("whisper", "pocketsphinx")
@@ -406,7 +407,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(OURS + PEERS),
                         help=f"comma list of systems (default: all: {','.join(OURS + PEERS)})")
     parser.add_argument("--threads", type=int, default=1, help="compute threads for every system: 1 (default) or 2")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="our model's large matrix products (tokenspeech.models.precision; default fp32)")
     parser.add_argument("--beam", type=int, default=None,
                         help="beam of our ctc, ar and paraformer decoders (default: ctc 16 and paraformer 8 with the "

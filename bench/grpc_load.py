@@ -55,6 +55,7 @@ import grpc
 import numpy as np
 from random_models import SIZES, ModelPaths, save_random_models
 
+from tokenspeech.precisions import PRECISIONS
 from tokenspeech.serving.config import DEFAULT_BATCH_PATIENCE
 from tokenspeech.serving.proto import speech_pb2 as pb
 from tokenspeech.serving.proto import speech_pb2_grpc as pb_grpc
@@ -428,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--random", choices=SIZES, default=None, help="serve random models of this size instead")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of the server")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="torch backend: the server's --precision (both servers of the comparison)")
     parser.add_argument("--decoder", default="semiar", help="TTS decoder (semiar streams block by block)")
     parser.add_argument("--steps", type=int, default=None,

@@ -54,6 +54,7 @@ import numpy as np
 
 from _common import (RATE, TEACHER_VOICE, Row, fail, load_or_fail, markdown_table, number, ratio, read_split,
                      sample, split_list, threads, timed, warn_if_busy, write_json)
+from tokenspeech.precisions import PRECISIONS
 
 DECODERS = ("nar", "semiar", "ar")
 SKIPPABLE = ("piper", "espeak", "teacher", "codec-ceiling", "judge", "first-audio")
@@ -308,7 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None,
                         help="our TTS model (.safetensors + .json card; default: tokenspeech/assets/tts)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: the shipped codec)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="our model's and codec's matrix products (tokenspeech.models.precision; default fp32)")
     parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"),
                         help="corpus folder with test.jsonl (default: /work/corpus)")

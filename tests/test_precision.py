@@ -40,14 +40,6 @@ def test_auto_follows_the_cpu_and_bad_names_are_rejected(monkeypatch: pytest.Mon
         resolve_precision("fp16")
 
 
-def test_the_command_line_choices_are_the_library_s() -> None:
-    from tokenspeech.asr import cli as asr_cli
-    from tokenspeech.serving import config as serving_config
-    from tokenspeech.tts import cli
-
-    assert cli.PRECISION_CHOICES == asr_cli.PRECISION_CHOICES == PRECISIONS == serving_config.PRECISIONS
-
-
 def test_large_linears_become_bf16_and_stay_close_to_float32() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64),

@@ -79,8 +79,7 @@ import argparse
 import sys
 
 from tokenspeech.asr.base import DECODERS
-
-PRECISION_CHOICES = ("auto", "fp32", "bf16")  # tokenspeech.models.precision.PRECISIONS, without importing torch
+from tokenspeech.precisions import PRECISIONS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +104,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="threads decoding audio ahead of the model (default: 2)")
     parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the model (0: automatic)")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="the model's large matrix products: fp32 (default), bf16 (bfloat16: faster on CPUs "
                              "with AVX512-BF16 or AMX, text may differ slightly) or auto (bf16 where the CPU has it)")
     parser.add_argument("--max-duration", type=float, default=4 * 3600.0, metavar="S",

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenspeech.errors import ConfigError
+from tokenspeech.precisions import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
 MIN_LINEAR_PARAMETERS = 1024  # smaller products (e.g. a 2 -> 256 position layer) stay float32: nothing to gain
 
 

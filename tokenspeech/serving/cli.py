@@ -34,7 +34,8 @@ import argparse
 from pathlib import Path
 
 # plain dataclasses: no grpc, no torch
-from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT, PRECISIONS
+from tokenspeech.precisions import PRECISIONS
+from tokenspeech.serving.config import BACKENDS, DEFAULT_BATCH_PATIENCE, DEFAULT_PORT
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenspeech.errors import ConfigError
+from tokenspeech.precisions import PRECISIONS
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = ("auto", "fp32", "bf16")  # tokenspeech.models.precision.PRECISIONS, without importing torch
 DEFAULT_PORT = 50051
 # Turns a smaller batchable group may wait for a larger one (Batcher). 3: with 16 clients calling back to back
 # (sessions out of phase) it filled the passes and raised synthesis throughput ~13 % (docs/serving.md, session 6).

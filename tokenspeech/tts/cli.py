@@ -35,8 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+from tokenspeech.precisions import PRECISIONS
+
 DECODER_CHOICES = ("nar", "semiar", "ar")  # checked against tokenspeech.tts.pipeline.DECODERS in the tests
-PRECISION_CHOICES = ("auto", "fp32", "bf16")  # tokenspeech.models.precision.PRECISIONS, without importing torch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", action="store_true", help="write audio as it is produced")
     parser.add_argument("--model", type=Path, default=None, help="TTS model (.safetensors; default: shipped)")
     parser.add_argument("--codec", type=Path, default=None, help="tscodec model (default: shipped)")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="matrix products of the TTS model and codec: fp32 (default), bf16 (bfloat16: faster "
                              "on CPUs with AVX512-BF16 or AMX, audio differs slightly), or auto (bf16 where the "
                              "CPU has it)")
