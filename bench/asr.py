@@ -443,10 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         args.chunk = args.chunk or RecognizerOptions().chunk
         bundle = load_or_fail(lambda: load_asr_model(args.model), "ASR model") if set(names) & set(OURS) else None
         if bundle is not None:
-            from tokenspeech.models.precision import set_precision
-
-            set_precision(bundle.model, args.precision)
             from tokenspeech.asr.lm import load_lm
+            from tokenspeech.models.precision import resolve_precision, set_precision
+
+            set_precision(bundle.model, resolve_precision(args.precision))
 
             args.language_model = load_or_fail(lambda: load_lm(args.lm, bundle.vocabulary), "language model")
         foreign = warn_if_busy(args.threads)
@@ -461,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(args.model or "(shipped)"),
         "model_card_metrics": bundle.card.get("metrics") if bundle else None,
-        "foreign_cores_busy_at_start": foreign, "threads": args.threads, "precision": args.precision, "seed": args.seed, "beam": args.beam,
+        "foreign_cores_busy_at_start": foreign, "threads": args.threads, "precision": args.precision,
+        "seed": args.seed, "beam": args.beam,
         "lm": str(args.lm or "(shipped)"), "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
         "ctc_weight": args.ctc_weight,
         "chunk": args.chunk,

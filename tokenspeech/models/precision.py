@@ -108,9 +108,14 @@ def bf16_linears(module: nn.Module, min_parameters: int = MIN_LINEAR_PARAMETERS)
 
 
 def set_precision(module: nn.Module, precision: str) -> str:
-    """Put ``module`` in ``precision`` (``auto`` resolved here); returns the precision it runs at."""
-    resolved = resolve_precision(precision)
-    if resolved == "bf16":
+    """Put ``module`` in a precision :func:`resolve_precision` gave (``fp32`` or ``bf16``); returns it.
+
+    Resolve once, then set each model a loader returns: ``auto`` and the
+    warning for emulated bf16 are settled (and said) once.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"set_precision takes fp32 or bf16 (resolve {precision!r} first)")
+    if precision == "bf16":
         count = bf16_linears(module)
         logger.info("%s: %d linear layers in bfloat16", type(module).__name__, count)
-    return resolved
+    return precision

@@ -194,7 +194,9 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, precision: str = "fp32") -> None:
-        self.precision = precision
+        from tokenspeech.models.precision import resolve_precision
+
+        self.precision = resolve_precision(precision)  # "auto" settled once for every model it loads
 
     def kinds(self, path: Path) -> tuple[str, ...]:
         from tokenspeech.serving.model_files import card_kind
@@ -202,10 +204,9 @@ class TorchBackend:
         return (card_kind(path),)
 
     def load_tts(self, path: Path, codec: CodecEngine) -> TtsEngine:
+        from tokenspeech.models.precision import set_precision
         from tokenspeech.tts.model_io import load_tts_model
         from tokenspeech.tts.pipeline import Synthesizer
-
-        from tokenspeech.models.precision import set_precision
 
         bundle = load_tts_model(path)
         set_precision(bundle.model, self.precision)
@@ -213,7 +214,6 @@ class TorchBackend:
 
     def load_asr(self, path: Path) -> AsrEngine:
         from tokenspeech.asr.model_io import load_asr_model
-
         from tokenspeech.models.precision import set_precision
 
         bundle = load_asr_model(path)
@@ -222,7 +222,6 @@ class TorchBackend:
 
     def load_codec(self, path: Path | None) -> CodecEngine:
         from tokenspeech.codecs.native import load_native_codec
-
         from tokenspeech.models.precision import set_precision
 
         codec = load_native_codec(path)
